@@ -1,0 +1,143 @@
+"""A three-state circuit breaker, one per model.
+
+closed --(N consecutive failures, or failure share >= r over the last W calls
+with at least M seen)--> open --(open time elapsed)--> half-open --(a probe
+succeeds)--> closed; a probe that fails re-opens it for longer. The n-th
+consecutive trip stays open ``min(cap, base * growth**(n-1))`` times a jitter
+factor drawn uniformly from [1 - j, 1 + j], so breakers of many clients do not
+re-probe a recovering provider in lockstep.
+
+The breaker reads no clock: every method that depends on time takes ``now``.
+"""
+
+from __future__ import annotations
+
+import random
+from enum import Enum
+
+from router.config import Breaker
+
+
+class BreakerState(str, Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+_CLOSED = BreakerState.CLOSED
+_OPEN = BreakerState.OPEN
+_HALF = BreakerState.HALF_OPEN
+
+
+class CircuitBreaker:
+    """The breaker of one model. Not thread-safe: one policy owns it."""
+
+    __slots__ = (
+        "settings",
+        "state",
+        "consecutive",
+        "_ring",
+        "_pos",
+        "_count",
+        "_fails",
+        "trips",
+        "total_trips",
+        "opened_at",
+        "open_until",
+        "probes_in_flight",
+        "_rng",
+    )
+
+    def __init__(self, settings: Breaker, rng: random.Random) -> None:
+        self.settings = settings
+        self._rng = rng
+        self.state = _CLOSED
+        self.trips = 0  # consecutive trips without a close in between
+        self.total_trips = 0
+        self.opened_at = 0.0
+        self.open_until = 0.0
+        self.probes_in_flight = 0
+        self._reset_counts()
+
+    def _reset_counts(self) -> None:
+        self.consecutive = 0
+        self._ring = bytearray(self.settings.window)
+        self._pos = 0
+        self._count = 0
+        self._fails = 0
+
+    def allows(self, now: float) -> bool:
+        """Whether a call may start at ``now`` (moves open → half-open when due)."""
+        state = self.state
+        if state is _CLOSED:
+            return True
+        if state is _OPEN:
+            if now < self.open_until:
+                return False
+            self.state = _HALF
+            self.probes_in_flight = 0
+        return self.probes_in_flight < self.settings.half_open_probes
+
+    def on_call(self) -> bool:
+        """Record that a call starts; returns True if it is a half-open probe."""
+        if self.state is _HALF:
+            self.probes_in_flight += 1
+            return True
+        return False
+
+    def _push(self, failed: int) -> None:
+        ring = self._ring
+        pos = self._pos
+        self._fails += failed - ring[pos]
+        ring[pos] = failed
+        self._pos = pos + 1 if pos + 1 < len(ring) else 0
+        if self._count < len(ring):
+            self._count += 1
+
+    def on_success(self, now: float, probe: bool = False) -> None:
+        """A call succeeded. A half-open probe's success closes the breaker."""
+        state = self.state
+        if state is _HALF:
+            if probe:
+                self.state = _CLOSED
+                self.trips = 0
+                self.probes_in_flight = 0
+                self._reset_counts()
+            return
+        if state is _CLOSED:
+            self.consecutive = 0
+            self._push(0)
+        # Open: a call started before the trip came back late; it changes nothing.
+
+    def on_failure(self, now: float, probe: bool = False) -> None:
+        """A call failed in a way that counts against the model's availability."""
+        state = self.state
+        if state is _HALF:
+            if probe:
+                self._trip(now)
+            return
+        if state is _OPEN:
+            return
+        self.consecutive += 1
+        self._push(1)
+        s = self.settings
+        if self.consecutive >= s.consecutive_failures or (
+            self._count >= s.min_requests and self._fails >= s.failure_rate * self._count
+        ):
+            self._trip(now)
+
+    def _trip(self, now: float) -> None:
+        s = self.settings
+        self.trips += 1
+        self.total_trips += 1
+        duration = min(s.open_cap_s, s.open_base_s * s.growth ** (self.trips - 1))
+        if s.jitter:
+            duration *= 1.0 + s.jitter * (2.0 * self._rng.random() - 1.0)
+        self.state = _OPEN
+        self.opened_at = now
+        self.open_until = now + duration
+        self.probes_in_flight = 0
+        self._reset_counts()
+
+    def __repr__(self) -> str:
+        return f"CircuitBreaker({self.state.value}, trips={self.trips}, until={self.open_until:.1f})"

@@ -1,0 +1,179 @@
+"""Spend tracking with budget caps and alerts.
+
+The ledger keeps, for the current day, what was spent per model, per provider
+and per task type, plus what is *reserved*: the estimated cost of calls in
+flight. A call is planned only if spent + reserved + its estimate stays within
+every cap that applies (global daily, per model, per provider), so concurrent
+tasks can never jointly plan past a cap. When a call ends its reservation is
+released and its actual cost booked.
+
+Days are ``floor(now / 86400)`` of the clock the driver hands in. Past days are
+kept in :attr:`SpendLedger.history`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from router.config import Budget
+
+DAY_S = 86_400.0
+_EPS = 1e-12  # float slack so that spending exactly the cap is allowed
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """Spend crossed ``fraction`` of a cap. ``scope`` is global, model or provider."""
+
+    scope: str
+    key: str
+    fraction: float
+    spent_usd: float
+    cap_usd: float
+    at: float
+    day: int
+
+
+@dataclass(slots=True)
+class DaySpend:
+    """What one day cost, by model, provider and task type."""
+
+    day: int
+    total_usd: float = 0.0
+    by_model: dict[str, float] = field(default_factory=dict)
+    by_provider: dict[str, float] = field(default_factory=dict)
+    by_task_type: dict[str, float] = field(default_factory=dict)
+
+
+class _Cap:
+    """One cap with its alert thresholds (reset each day)."""
+
+    __slots__ = ("scope", "key", "cap", "fractions", "next_i")
+
+    def __init__(self, scope: str, key: str, cap: float, fractions: Sequence[float]) -> None:
+        self.scope = scope
+        self.key = key
+        self.cap = cap
+        self.fractions = sorted(set(fractions))
+        self.next_i = 0
+
+
+class SpendLedger:
+    """Spend and reservations per model/provider/task type for the current day."""
+
+    def __init__(self, budget: Budget, model_ids: Sequence[str], providers: Sequence[str]) -> None:
+        self.model_ids = list(model_ids)
+        self.provider_names = sorted(set(providers))
+        self._prov_index = {p: i for i, p in enumerate(self.provider_names)}
+        #: provider index of each model index
+        self.model_provider = [self._prov_index[p] for p in providers]
+        n, k = len(self.model_ids), len(self.provider_names)
+        self.day: int | None = None
+        self.spent_model = [0.0] * n
+        self.spent_provider = [0.0] * k
+        self.spent_total = 0.0
+        self.spent_task_type: dict[str, float] = {}
+        self.reserved_model = [0.0] * n
+        self.reserved_provider = [0.0] * k
+        self.reserved_total = 0.0
+        self.all_time_usd = 0.0
+        self.history: dict[int, DaySpend] = {}
+        fr = budget.alert_fractions
+        self.cap_total = budget.daily_cap_usd if budget.daily_cap_usd is not None else math.inf
+        self.cap_model = [budget.per_model_usd.get(m, math.inf) for m in self.model_ids]
+        self.cap_provider = [budget.per_provider_usd.get(p, math.inf) for p in self.provider_names]
+        self._global_cap = _Cap("global", "*", self.cap_total, fr) if budget.daily_cap_usd else None
+        self._model_caps = [
+            _Cap("model", m, c, fr) if c != math.inf else None
+            for m, c in zip(self.model_ids, self.cap_model, strict=True)
+        ]
+        self._provider_caps = [
+            _Cap("provider", p, c, fr) if c != math.inf else None
+            for p, c in zip(self.provider_names, self.cap_provider, strict=True)
+        ]
+        self.alerts: list[BudgetAlert] = []
+        self.rejections = 0
+
+    # -- days -----------------------------------------------------------------------
+    def _roll(self, now: float) -> None:
+        day = int(now // DAY_S)
+        if day == self.day:
+            return
+        if self.day is not None:
+            self.history[self.day] = self.snapshot()
+        self.day = day
+        self.spent_model = [0.0] * len(self.spent_model)
+        self.spent_provider = [0.0] * len(self.spent_provider)
+        self.spent_total = 0.0
+        self.spent_task_type = {}
+        for cap in (self._global_cap, *self._model_caps, *self._provider_caps):
+            if cap is not None:
+                cap.next_i = 0
+
+    def snapshot(self) -> DaySpend:
+        """The current day's spend as a :class:`DaySpend`."""
+        return DaySpend(
+            day=self.day if self.day is not None else 0,
+            total_usd=self.spent_total,
+            by_model={m: v for m, v in zip(self.model_ids, self.spent_model, strict=True) if v},
+            by_provider={
+                p: v for p, v in zip(self.provider_names, self.spent_provider, strict=True) if v
+            },
+            by_task_type=dict(self.spent_task_type),
+        )
+
+    # -- planning -------------------------------------------------------------------
+    def can_afford(self, model: int, amount: float, now: float) -> bool:
+        """Whether a call of estimated cost ``amount`` fits every cap that applies."""
+        if self.day is None or now >= (self.day + 1) * DAY_S:
+            self._roll(now)
+        if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
+            return False
+        if self.spent_model[model] + self.reserved_model[model] + amount > self.cap_model[model] + _EPS:
+            return False
+        p = self.model_provider[model]
+        return (
+            self.spent_provider[p] + self.reserved_provider[p] + amount
+            <= self.cap_provider[p] + _EPS
+        )
+
+    def reserve(self, model: int, amount: float) -> None:
+        """Hold ``amount`` against the caps while a call is in flight."""
+        self.reserved_model[model] += amount
+        self.reserved_provider[self.model_provider[model]] += amount
+        self.reserved_total += amount
+
+    def settle(self, model: int, reserved: float, actual: float, task_type: str, now: float) -> None:
+        """Release a reservation and book the call's actual cost (may raise alerts)."""
+        p = self.model_provider[model]
+        self.reserved_model[model] -= reserved
+        self.reserved_provider[p] -= reserved
+        self.reserved_total -= reserved
+        if self.day is None or now >= (self.day + 1) * DAY_S:
+            self._roll(now)
+        if actual == 0.0:
+            return
+        self.spent_model[model] += actual
+        self.spent_provider[p] += actual
+        self.spent_total += actual
+        self.all_time_usd += actual
+        self.spent_task_type[task_type] = self.spent_task_type.get(task_type, 0.0) + actual
+        cap = self._global_cap
+        if cap is not None:
+            self._check(cap, self.spent_total, now)
+        cap = self._model_caps[model]
+        if cap is not None:
+            self._check(cap, self.spent_model[model], now)
+        cap = self._provider_caps[p]
+        if cap is not None:
+            self._check(cap, self.spent_provider[p], now)
+
+    def _check(self, cap: _Cap, spent: float, now: float) -> None:
+        fr = cap.fractions
+        while cap.next_i < len(fr) and spent >= fr[cap.next_i] * cap.cap - _EPS:
+            self.alerts.append(
+                BudgetAlert(cap.scope, cap.key, fr[cap.next_i], spent, cap.cap, now, self.day or 0)
+            )
+            cap.next_i += 1

@@ -1,0 +1,162 @@
+"""What the policy answers (actions) and what a routed task ends with (results)."""
+
+from __future__ import annotations
+
+
+class Attempt:
+    """One call that was made: model, its 1-based attempt number on that model,
+    when it started (driver clock), how it ended, how long it took, what it cost."""
+
+    __slots__ = ("model", "number", "started_s", "kind", "latency_s", "cost_usd", "detail")
+
+    def __init__(
+        self,
+        model: str,
+        number: int,
+        started_s: float,
+        kind: str,
+        latency_s: float,
+        cost_usd: float,
+        detail: str = "",
+    ) -> None:
+        self.model = model
+        self.number = number
+        self.started_s = started_s
+        self.kind = kind
+        self.latency_s = latency_s
+        self.cost_usd = cost_usd
+        self.detail = detail
+
+    def as_dict(self) -> dict[str, object]:
+        return {s: getattr(self, s) for s in self.__slots__}
+
+    def __repr__(self) -> str:
+        return f"Attempt({self.model}#{self.number} {self.kind} {self.latency_s:.3f}s ${self.cost_usd:g})"
+
+
+class TaskResult:
+    """How a task ended.
+
+    ``success`` and ``model`` (the model that completed it, or ``None``);
+    ``attempts`` every call made, in order; ``skips`` every candidate passed over
+    as ``(model, reason)`` with reasons ``preview``, ``deprecated``, ``cost``,
+    ``latency``, ``breaker_open``, ``budget`` or ``deadline``; ``error`` why a
+    failed task failed: ``exhausted`` (every candidate tried or skipped),
+    ``no_candidate`` (all skipped, none called), ``deadline`` or
+    ``content_filter``. ``latency_s`` is from the task's start to its end,
+    waits included; ``cost_usd`` the sum of its attempts' costs.
+    """
+
+    __slots__ = (
+        "task_id",
+        "task_type",
+        "route",
+        "success",
+        "model",
+        "output",
+        "cost_usd",
+        "started_s",
+        "latency_s",
+        "attempts",
+        "skips",
+        "error",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        task_type: str,
+        route: str,
+        success: bool,
+        model: str | None,
+        output: object,
+        cost_usd: float,
+        started_s: float,
+        latency_s: float,
+        attempts: list[Attempt],
+        skips: list[tuple[str, str]],
+        error: str | None,
+    ) -> None:
+        self.task_id = task_id
+        self.task_type = task_type
+        self.route = route
+        self.success = success
+        self.model = model
+        self.output = output
+        self.cost_usd = cost_usd
+        self.started_s = started_s
+        self.latency_s = latency_s
+        self.attempts = attempts
+        self.skips = skips
+        self.error = error
+
+    @property
+    def models_tried(self) -> list[str]:
+        """Distinct models called, in first-call order."""
+        seen: list[str] = []
+        for a in self.attempts:
+            if a.model not in seen:
+                seen.append(a.model)
+        return seen
+
+    @property
+    def fell_back(self) -> bool:
+        """True when more than one model was called for this task."""
+        attempts = self.attempts
+        first = attempts[0].model if attempts else None
+        return any(a.model != first for a in attempts)
+
+    def reasons(self) -> list[str]:
+        """Every skip and failure as ``model: reason`` lines, in order."""
+        out = [f"{m}: skipped ({r})" for m, r in self.skips]
+        out += [f"{a.model}#{a.number}: {a.kind}" for a in self.attempts if a.kind != "ok"]
+        return out
+
+    def __repr__(self) -> str:
+        state = f"ok via {self.model}" if self.success else f"failed ({self.error})"
+        return (
+            f"TaskResult({self.task_id} {state}, {len(self.attempts)} attempts, "
+            f"${self.cost_usd:g}, {self.latency_s:.3f}s)"
+        )
+
+
+class Call:
+    """Action: call ``model`` now, giving up after ``timeout_s``."""
+
+    __slots__ = ("model", "timeout_s", "attempt", "model_index")
+
+    def __init__(self, model: str, timeout_s: float, attempt: int, model_index: int) -> None:
+        self.model = model
+        self.timeout_s = timeout_s
+        self.attempt = attempt
+        self.model_index = model_index
+
+    def __repr__(self) -> str:
+        return f"Call({self.model}#{self.attempt}, timeout_s={self.timeout_s:.3f})"
+
+
+class Wait:
+    """Action: wait ``seconds``, then ask the task's run for its next action."""
+
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __repr__(self) -> str:
+        return f"Wait({self.seconds:.3f})"
+
+
+class Finish:
+    """Action: the task is over; ``result`` says how."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, result: TaskResult) -> None:
+        self.result = result
+
+    def __repr__(self) -> str:
+        return f"Finish({self.result!r})"
+
+
+Action = Call | Wait | Finish

@@ -1,0 +1,220 @@
+"""The sans-I/O policy, driven with the public testing aids (fake clock, scripts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from router import Call, ErrorKind, Finish, Outcome, RoutingPolicy, Task, Wait, config_from_dict
+from router.testing import FakeClock, ScriptedProvider, drive, tiny_config
+
+
+def route(cfg=None, scripts=None, task=None, seed=0, clock=None):
+    policy = RoutingPolicy(cfg or tiny_config(), seed=seed)
+    provider = ScriptedProvider(scripts or {})
+    res = drive(policy, task or Task("t1", "json"), provider, clock or FakeClock())
+    return res, provider, policy
+
+
+def test_preview_is_skipped_in_production_and_called_in_staging() -> None:
+    res, prov, _ = route()
+    assert res.success and res.model == "a"
+    assert res.skips == [("p", "preview")]
+    assert [m for m, _ in prov.calls] == ["a"]
+    res, prov, _ = route(tiny_config(environment="staging"))
+    assert res.model == "p" and res.skips == []
+
+
+def test_deprecated_is_skipped_in_production() -> None:
+    cfg = tiny_config()
+    data = cfg.model_dump()
+    data["models"][1]["status"] = "deprecated"
+    res, _, _ = route(config_from_dict(data), {"a": ["server_error", "server_error"]})
+    assert res.skips == [("p", "preview"), ("b", "deprecated")]
+    assert res.error == "exhausted" and not res.success
+
+
+def test_retry_then_fallback_records_every_reason() -> None:
+    res, prov, _ = route(scripts={"a": ["server_error", "timeout"], "b": ["ok"]})
+    assert res.success and res.model == "b"
+    assert [(a.model, a.number, a.kind) for a in res.attempts] == [
+        ("a", 1, "server_error"),
+        ("a", 2, "timeout"),
+        ("b", 1, "ok"),
+    ]
+    assert res.fell_back and res.models_tried == ["a", "b"]
+    assert res.cost_usd == pytest.approx(0.01 + 0.01 + 0.02)
+
+
+@pytest.mark.parametrize("kind", ["bad_request", "auth", "context_length"])
+def test_non_retryable_errors_fall_back_without_retry(kind: str) -> None:
+    res, prov, _ = route(scripts={"a": [kind], "b": ["ok"]})
+    assert [m for m, _ in prov.calls] == ["a", "b"] and res.model == "b"
+
+
+def test_content_filter_ends_the_task_unless_the_route_falls_back() -> None:
+    res, prov, _ = route(scripts={"a": ["content_filter"]})
+    assert (res.success, res.error, len(prov.calls)) == (False, "content_filter", 1)
+    cfg = tiny_config()
+    data = cfg.model_dump()
+    data["routes"]["json"]["fallback_on_refusal"] = True
+    res, prov, _ = route(config_from_dict(data), {"a": ["content_filter"]})
+    assert res.model == "b"
+
+
+def test_cost_limit_skips_models_that_would_exceed_it() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"]["max_cost_per_task"] = 0.025
+    res, prov, _ = route(config_from_dict(data), {"a": ["server_error", "server_error"]})
+    # a: 0.01 + 0.01 spent; b would add 0.02 > 0.025
+    assert res.skips[-1] == ("b", "cost") and not res.success
+
+
+def test_token_priced_cost_projection() -> None:
+    data = tiny_config().model_dump()
+    data["models"][0].update(input_per_mtok=10.0, output_per_mtok=30.0)  # model a
+    data["routes"]["json"]["max_cost_per_task"] = 0.02
+    cfg = config_from_dict(data)
+    res, _, _ = route(cfg, task=Task("t", "json", prompt_tokens=1000, completion_tokens=100))
+    assert res.model == "a" and res.cost_usd == pytest.approx(0.013)  # 0.01 + 0.003
+    res, _, _ = route(cfg, task=Task("t", "json", prompt_tokens=1000, completion_tokens=1000))
+    assert res.skips[1] == ("a", "cost")  # 0.01 + 0.03 = 0.04 > 0.02
+    assert res.model == "b"
+
+
+def test_latency_limit_uses_profile_then_observed_ewma() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"]["max_latency_ms"] = 700
+    data["routes"]["sql"] = {"chain": ["a"], "max_cost_per_task": 1, "max_latency_ms": 5000}
+    cfg = config_from_dict(data)
+    policy = RoutingPolicy(cfg)
+    clock = FakeClock()
+    assert drive(policy, Task("x", "json"), ScriptedProvider({}), clock).model == "a"
+    # a's profile says 0.5 s; on a route with a looser SLA its answers take 0.95 s, and
+    # the first observation replaces the profile figure in the latency filter.
+    prov = ScriptedProvider({"a": [Outcome(ErrorKind.OK, 0.95)]})
+    policy.health[policy.model_index["a"]].latency_ewma_s = None
+    first = drive(policy, Task("x0", "sql"), prov, clock)
+    assert first.model == "a"
+    assert policy.health[policy.model_index["a"]].latency_ewma_s == pytest.approx(0.95)
+    res = drive(policy, Task("late", "json"), prov, clock)
+    # b's profile (0.8 s) is over the 0.7 s limit too
+    assert res.skips == [("p", "preview"), ("a", "latency"), ("b", "latency")]
+    assert res.error == "no_candidate"
+
+
+def test_open_breaker_is_skipped() -> None:
+    data = tiny_config().model_dump()
+    data["breaker"] = {"consecutive_failures": 2, "open_base_s": 60, "jitter": 0.0,
+                       "min_requests": 2, "window": 2}
+    cfg = config_from_dict(data)
+    policy = RoutingPolicy(cfg)
+    clock = FakeClock()
+    prov = ScriptedProvider({"a": ["server_error", "server_error"]})
+    first = drive(policy, Task("t1", "json"), prov, clock)
+    assert first.model == "b"
+    second = drive(policy, Task("t2", "json"), prov, clock)
+    assert ("a", "breaker_open") in second.skips and second.model == "b"
+    clock.advance(60)
+    third = drive(policy, Task("t3", "json"), prov, clock)  # half-open probe succeeds
+    assert third.model == "a" and third.skips == [("p", "preview")]
+
+
+def test_budget_cap_skips_and_counts_rejections() -> None:
+    cfg = tiny_config(budget={"daily_cap_usd": 0.025})
+    policy = RoutingPolicy(cfg)
+    clock = FakeClock()
+    prov = ScriptedProvider({})
+    results = [drive(policy, Task(f"t{i}", "json"), prov, clock) for i in range(4)]
+    assert [r.model for r in results] == ["a", "a", None, None]
+    assert results[2].skips == [("p", "preview"), ("a", "budget"), ("b", "budget")]
+    assert policy.ledger.rejections == 4 and policy.spend_usd == pytest.approx(0.02)
+
+
+def test_retry_after_is_waited_when_it_fits() -> None:
+    policy = RoutingPolicy(tiny_config())
+    run = policy.start(Task("t", "json"), 0.0)
+    call = run.next_action(0.0)
+    assert isinstance(call, Call) and call.model == "a"
+    nxt = run.record(Outcome(ErrorKind.RATE_LIMITED, 0.05, retry_after_s=3.0), 0.05)
+    assert isinstance(nxt, Wait) and nxt.seconds >= 3.0
+
+
+def test_retry_after_beyond_the_deadline_falls_back_now() -> None:
+    policy = RoutingPolicy(tiny_config())
+    run = policy.start(Task("t", "json"), 0.0)
+    run.next_action(0.0)
+    nxt = run.record(Outcome(ErrorKind.RATE_LIMITED, 0.05, retry_after_s=30.0), 0.05)
+    assert isinstance(nxt, Call) and nxt.model == "b"
+
+
+def test_no_attempt_outlives_the_deadline() -> None:
+    policy = RoutingPolicy(tiny_config())  # max latency 10 s, attempt timeout 2 s
+    run = policy.start(Task("t", "json"), 100.0)
+    call = run.next_action(100.0)
+    assert call.timeout_s == 2.0
+    # pretend the task has been busy until 9 s into its SLA
+    run.record(Outcome(ErrorKind.SERVER_ERROR, 0.1), 109.0)
+    run2 = policy.start(Task("u", "json"), 0.0)
+    run2.next_action(0.0)
+    act = run2.record(Outcome(ErrorKind.TIMEOUT, 2.0), 9.4)
+    # 0.6 s left: a (EWMA 2.0 s) and b (0.8 s) no longer fit
+    assert isinstance(act, Finish) and act.result.error == "deadline"
+    assert act.result.skips[-1] == ("b", "deadline")
+
+
+def test_timeouts_are_clamped_to_the_time_left() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"]["attempt_timeout_ms"] = 5000
+    data["routes"]["json"]["max_latency_ms"] = 6000
+    policy = RoutingPolicy(config_from_dict(data))
+    run = policy.start(Task("t", "json"), 0.0)
+    run.next_action(0.0)
+    act = run.record(Outcome(ErrorKind.BAD_REQUEST, 4.5), 4.5)
+    assert isinstance(act, Call) and act.model == "b" and act.timeout_s == pytest.approx(1.5)
+
+
+def test_backoff_bounds_full_equal_none() -> None:
+    for jitter, lo, hi in (("full", 0.0, 1.0), ("equal", 0.5, 1.0), ("none", 1.0, 1.0)):
+        data = tiny_config().model_dump()
+        data["routes"]["json"]["backoff"] = {"base_s": 0.5, "cap_s": 1.0, "jitter": jitter}
+        data["routes"]["json"]["attempts_per_model"] = 4
+        data["routes"]["json"]["max_latency_ms"] = 100_000
+        data["routes"]["json"]["attempt_timeout_ms"] = 1000
+        data["breaker"] = {"consecutive_failures": 10_000, "window": 1000, "min_requests": 1000}
+        policy = RoutingPolicy(config_from_dict(data), seed=1)
+        for i in range(50):
+            run = policy.start(Task(f"t{i}", "json"), 0.0)
+            run.next_action(0.0)
+            w1 = run.record(Outcome(ErrorKind.SERVER_ERROR, 0.0), 0.0)
+            run.next_action(0.0)
+            w2 = run.record(Outcome(ErrorKind.SERVER_ERROR, 0.0), 0.0)
+            run.next_action(0.0)
+            w3 = run.record(Outcome(ErrorKind.SERVER_ERROR, 0.0), 0.0)
+            assert 0.5 * lo <= w1.seconds <= 0.5 * hi  # base * 2**0
+            assert lo <= w2.seconds <= hi  # base * 2**1 = 1.0 = cap
+            assert lo <= w3.seconds <= hi  # capped
+
+
+def test_score_ordering_puts_the_free_model_first() -> None:
+    data = tiny_config(environment="staging").model_dump()
+    data["routes"]["json"]["chain"] = ["b", "a", "p"]
+    data["routes"]["json"]["ordering"] = "score"
+    res, prov, _ = route(config_from_dict(data))
+    assert prov.calls[0][0] == "p"
+
+
+def test_driver_misuse_is_reported() -> None:
+    policy = RoutingPolicy(tiny_config())
+    run = policy.start(Task("t", "json"), 0.0)
+    run.next_action(0.0)
+    with pytest.raises(RuntimeError, match="a call is in flight"):
+        run.next_action(0.0)
+
+
+def test_cost_per_success_reported() -> None:
+    policy = RoutingPolicy(tiny_config())
+    clock = FakeClock()
+    prov = ScriptedProvider({"a": ["server_error", "server_error"]})
+    drive(policy, Task("t1", "json"), prov, clock)  # a, a, then b: 0.04
+    drive(policy, Task("t2", "json"), prov, clock)  # a: 0.01
+    assert policy.cost_per_success == pytest.approx(0.05 / 2)
