@@ -1,0 +1,258 @@
+"""The ``sim`` command line: a thin layer over :mod:`sim.replay` and friends.
+
+Library errors (:class:`router.errors.InputError`) become one line on stderr
+and exit code 2 here, and only here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
+from sim.scenario import Scenario, load_scenario, load_seed_scenario
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Replay task traces against a SimPy twin of your LLM providers.",
+)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    # One line, no traceback, exit 2: the contract for bad input.
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    raise typer.Exit(2)
+
+
+def _config(path: Path | None) -> RouterConfig:
+    return load_config(path) if path else load_seed_config()
+
+
+def _scenario(path: Path | None) -> Scenario:
+    return load_scenario(path) if path else load_seed_scenario()
+
+
+def _parse_mix(text: str | None) -> dict[str, float] | None:
+    if not text:
+        return None
+    mix: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        try:
+            mix[name.strip()] = float(weight)
+        except ValueError:
+            raise InputError(f"--mix: expected name=weight pairs, got {part!r}") from None
+    return mix
+
+
+class _LazyProgress:
+    """A rich progress bar that appears only once a replay has run for a second."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total = total
+        self.quiet = quiet
+        self.t0 = time.perf_counter()
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __call__(self, done: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            if time.perf_counter() - self.t0 < 1.0:
+                return
+            self.bar = Progress(
+                TextColumn("replaying"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                TimeRemainingColumn(), console=err, transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("replay", total=self.total)
+        self.bar.update(self.task, completed=min(done, self.total))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _print_summary(summary: dict, out: Path | None) -> None:
+    from rich.table import Table
+
+    table = Table(title="Replay summary", show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    ci = summary.get("ci", {})
+    for key in ("tasks", "completed", "completion_rate", "cost_usd", "cost_per_task",
+                "cost_per_success", "latency_p50_s", "latency_p95_s", "latency_p99_s",
+                "throughput_per_hour", "fallback_rate", "breaker_trips", "budget_rejections"):
+        v = summary[key]
+        text = f"{v:,.6g}" if isinstance(v, float) else f"{v:,}"
+        if key in ci:
+            text += f" ± {ci[key]:.3g}"
+        table.add_row(key, text)
+    console = Console()
+    console.print(table)
+    per_trace = summary.get("per_trace", {})
+    if len(per_trace) > 1:
+        for name, s in per_trace.items():
+            console.print(
+                f"  {name}: {s['tasks']:,} tasks, completion {s['completion_rate']:.3f}, "
+                f"${s['cost_per_task']:.5f}/task, p95 {s['latency_p95_s']:.2f} s"
+            )
+    if out is not None:
+        console.print(f"results written to {out}/ (tasks.parquet, summary.json, figures)")
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="Trace files or directories.")],
+    config: Annotated[Path | None, typer.Option(help="Router config (default: the seed).")] = None,
+    scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed; replication r uses seed + r.")] = 0,
+    replications: Annotated[int, typer.Option(min=1, help="Seeds to replicate over.")] = 1,
+    out: Annotated[Path | None, typer.Option(help="Directory for tasks.parquet, summary.json, PNGs.")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print only the summary JSON.")] = False,
+) -> None:
+    """Replay traces with the router's own policy; print the summary."""
+    from sim.replay import dump_summary, load_traces
+    from sim.replay import replay as run_replay
+
+    try:
+        cfg = _config(config)
+        scn = _scenario(scenario)
+        traces = load_traces(paths)
+        total = sum(len(c.task_ids) for _, c in traces) * replications
+        bar = _LazyProgress(total, quiet=json_)
+        try:
+            report = run_replay(traces=traces, config=cfg, scenario=scn, seed=seed,
+                                replications=replications, out=out, progress=bar)
+        finally:
+            bar.close()
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if json_:
+        sys.stdout.write(dump_summary(report.summary))
+    else:
+        _print_summary(report.summary, out)
+
+
+@app.command()
+def compare(
+    config_a: Annotated[Path, typer.Argument(help="Config A (the baseline).")],
+    config_b: Annotated[Path, typer.Argument(help="Config B.")],
+    paths: Annotated[list[Path], typer.Argument(help="Trace files or directories.")],
+    scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
+    seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
+    replications: Annotated[int, typer.Option(min=2, help="Paired seeds.")] = 5,
+    json_: Annotated[bool, typer.Option("--json", help="Print only the comparison JSON.")] = False,
+) -> None:
+    """Run A and B on the same seeds; report B − A per metric with its 95% CI."""
+    from sim.replay import compare as run_compare
+    from sim.replay import load_traces
+
+    try:
+        a, b = load_config(config_a), load_config(config_b)
+        result = run_compare(a, b, load_traces(paths), scenario=_scenario(scenario), seed=seed,
+                             replications=replications)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    if json_:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"B − A over {replications} paired seeds")
+    for col in ("metric", "A", "B", "B − A", "95% CI"):
+        table.add_column(col, justify="right" if col != "metric" else "left")
+    for key, d in result.items():
+        table.add_row(key, f"{d['a']:.6g}", f"{d['b']:.6g}", f"{d['diff']:+.4g}",
+                      f"[{d['diff_ci_low']:+.4g}, {d['diff_ci_high']:+.4g}]")
+    Console().print(table)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output trace (.parquet, .ndjson or .csv).")],
+    tasks: Annotated[int | None, typer.Option(help="Number of tasks.")] = None,
+    duration_s: Annotated[float | None, typer.Option(help="Simulated seconds of traffic.")] = None,
+    arrival: Annotated[str, typer.Option(help="poisson | bursty | diurnal")] = "poisson",
+    rate: Annotated[float, typer.Option(help="Mean arrivals per second.")] = 0.25,
+    mix: Annotated[str | None, typer.Option(help="Task-type mix, e.g. json=3,sql=1.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+) -> None:
+    """Write a synthetic trace (seeded; same seed, same bytes)."""
+    from sim.synth import synthesize
+    from sim.trace import write_trace
+
+    if arrival not in ("poisson", "bursty", "diurnal"):
+        _fail(f"--arrival: expected poisson, bursty or diurnal, got {arrival!r}")
+    try:
+        df = synthesize(n_tasks=tasks, duration_s=duration_s, arrival=arrival,  # type: ignore[arg-type]
+                        rate_per_s=rate, mix=_parse_mix(mix), seed=seed)
+        write_trace(df, out)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    err.print(f"wrote {df.height:,} tasks to {out}")
+
+
+@app.command("import-azure")
+def import_azure_cmd(
+    csv: Annotated[Path, typer.Argument(help="AzureLLMInferenceTrace_*.csv")],
+    out: Annotated[Path, typer.Argument(help="Output trace file.")],
+    seed: Annotated[int, typer.Option(help="Seed of the task-type draw.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Keep the first N requests.")] = None,
+    mix: Annotated[str | None, typer.Option(help="Task-type mix, e.g. json=3,sql=1.")] = None,
+) -> None:
+    """Convert the public Azure LLM inference trace to the trace schema."""
+    from sim.azure import import_azure
+    from sim.trace import write_trace
+
+    try:
+        df = import_azure(csv, seed=seed, limit=limit, mix=_parse_mix(mix))
+        write_trace(df, out)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    err.print(f"wrote {df.height:,} tasks to {out}")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the copies.")] = Path("."),
+) -> None:
+    """Write editable copies of the seed config and seed scenario."""
+    from importlib import resources
+
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src, name in (
+        (seed_config_path(), "router.yaml"),
+        (Path(str(resources.files("sim") / "data" / "seed_scenario.yaml")), "scenario.yaml"),
+    ):
+        dest = directory / name
+        if dest.exists():
+            _fail(f"{dest}: already exists; not overwriting it")
+        shutil.copyfile(src, dest)
+        written.append(str(dest))
+    err.print("wrote " + ", ".join(written))
+
+
+def main() -> None:
+    """Entry point of the ``sim`` command."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
