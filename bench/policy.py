@@ -28,8 +28,13 @@ from router import (
 
 def bench_config() -> RouterConfig:
     models = [
-        {"id": f"m{i}", "provider": f"p{i % 3}", "completion_rate": 0.8, "cost_per_task": 0.001 * (i + 1),
-         "avg_latency_ms": 1000 + 200 * i}
+        {
+            "id": f"m{i}",
+            "provider": f"p{i % 3}",
+            "completion_rate": 0.8,
+            "cost_per_task": 0.001 * (i + 1),
+            "avg_latency_ms": 1000 + 200 * i,
+        }
         for i in range(5)
     ]
     return config_from_dict(
@@ -47,8 +52,12 @@ def bench_config() -> RouterConfig:
             "default_route": "json",
             # Breakers that would trip on a 20% error rate would hide the chain's cost:
             # keep them closed so every task walks the chain as the outcomes dictate.
-            "breaker": {"consecutive_failures": 50, "failure_rate": 1.0, "window": 20,
-                        "min_requests": 20},
+            "breaker": {
+                "consecutive_failures": 50,
+                "failure_rate": 1.0,
+                "window": 20,
+                "min_requests": 20,
+            },
             "budget": {"daily_cap_usd": 1e9},
         }
     )
@@ -59,7 +68,9 @@ def run(tasks: int, seed: int) -> dict[str, float]:
     ok = Outcome(ErrorKind.OK, 0.8)
     fail = Outcome(ErrorKind.SERVER_ERROR, 0.05)
     outcomes = [fail if rng.random() < 0.2 else ok for _ in range(tasks * 3)]
-    task_objs = [Task(f"t{i}", "json", prompt_tokens=1000, completion_tokens=50) for i in range(tasks)]
+    task_objs = [
+        Task(f"t{i}", "json", prompt_tokens=1000, completion_tokens=50) for i in range(tasks)
+    ]
     policy = RoutingPolicy(bench_config(), seed=seed)
     now = 0.0
     k = 0
@@ -93,8 +104,10 @@ def main() -> None:
     args = ap.parse_args()
     run(min(args.tasks, 20_000), args.seed)  # warm-up
     res = run(args.tasks, args.seed)
-    print(f"routed {res['tasks']} tasks, {res['calls_per_task']} calls/task: "
-          f"{res['us_per_task']} us per task")
+    print(
+        f"routed {res['tasks']} tasks, {res['calls_per_task']} calls/task: "
+        f"{res['us_per_task']} us per task"
+    )
     print(json.dumps(res))
 
 

@@ -13,12 +13,12 @@ The breaker reads no clock: every method that depends on time takes ``now``.
 from __future__ import annotations
 
 import random
-from enum import Enum
+from enum import StrEnum
 
 from router.config import Breaker
 
 
-class BreakerState(str, Enum):
+class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
@@ -140,4 +140,6 @@ class CircuitBreaker:
         self._reset_counts()
 
     def __repr__(self) -> str:
-        return f"CircuitBreaker({self.state.value}, trips={self.trips}, until={self.open_until:.1f})"
+        return (
+            f"CircuitBreaker({self.state.value}, trips={self.trips}, until={self.open_until:.1f})"
+        )

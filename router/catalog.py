@@ -5,9 +5,9 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from router.config import RouterConfig, config_from_dict
-
 import yaml
+
+from router.config import RouterConfig, config_from_dict
 
 
 def seed_config_path() -> Path:

@@ -63,7 +63,9 @@ class ModelProfile(_Strict):
     def estimate_cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         """Projected USD cost of one attempt: token prices when known, else per task."""
         if self.input_per_mtok is not None and self.output_per_mtok is not None:
-            return (prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok) / 1e6
+            return (
+                prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+            ) / 1e6
         return self.cost_per_task
 
     def completion_for(self, task_type: str) -> float | None:
@@ -253,7 +255,9 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
 def config_from_dict(data: Mapping[str, Any], source: str = "") -> RouterConfig:
     """Validate a mapping into a :class:`RouterConfig` or raise a one-line ConfigError."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
     try:
         return RouterConfig.model_validate(dict(data))
     except ValidationError as exc:
@@ -271,7 +275,9 @@ def _parse(text: str, suffix: str, source: str) -> Any:
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{source}: not valid {suffix[1:].upper()}: {first}") from exc
-    raise ConfigError(f"{source}: unknown config format {suffix!r} (expected .yaml, .json or .toml)")
+    raise ConfigError(
+        f"{source}: unknown config format {suffix!r} (expected .yaml, .json or .toml)"
+    )
 
 
 def load_config(path: str | os.PathLike[str]) -> RouterConfig:
@@ -346,7 +352,9 @@ def _to_toml(data: Mapping[str, Any], prefix: str = "") -> str:
         if isinstance(value, dict) and value and all(isinstance(x, dict) for x in value.values()):
             tables.append(_to_toml(value, full))
         elif isinstance(value, dict):
-            tables.append(f"[{full}]\n" + "".join(f"{_k(k)} = {_toml_value(x)}\n" for k, x in value.items()))
+            tables.append(
+                f"[{full}]\n" + "".join(f"{_k(k)} = {_toml_value(x)}\n" for k, x in value.items())
+            )
         elif isinstance(value, list) and value and all(isinstance(x, dict) for x in value):
             for item in value:
                 tables.append(f"[[{full}]]\n" + _inline_table_body(item))

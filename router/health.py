@@ -25,9 +25,7 @@ class ModelHealth:
 
     def observe_latency(self, latency_s: float) -> None:
         ewma = self.latency_ewma_s
-        self.latency_ewma_s = (
-            latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
-        )
+        self.latency_ewma_s = latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
         self.observations += 1
 
     def observe_outcome(self, failed: bool) -> None:

@@ -131,7 +131,10 @@ class SpendLedger:
             self._roll(now)
         if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
             return False
-        if self.spent_model[model] + self.reserved_model[model] + amount > self.cap_model[model] + _EPS:
+        if (
+            self.spent_model[model] + self.reserved_model[model] + amount
+            > self.cap_model[model] + _EPS
+        ):
             return False
         p = self.model_provider[model]
         return (
@@ -145,7 +148,9 @@ class SpendLedger:
         self.reserved_provider[self.model_provider[model]] += amount
         self.reserved_total += amount
 
-    def settle(self, model: int, reserved: float, actual: float, task_type: str, now: float) -> None:
+    def settle(
+        self, model: int, reserved: float, actual: float, task_type: str, now: float
+    ) -> None:
         """Release a reservation and book the call's actual cost (may raise alerts)."""
         p = self.model_provider[model]
         self.reserved_model[model] -= reserved

@@ -8,10 +8,10 @@ a simulated outage or a failed JSON Schema check all arrive as an
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class ErrorKind(str, Enum):
+class ErrorKind(StrEnum):
     """Why an attempt failed. ``OK`` means it succeeded (and passed validation)."""
 
     OK = "ok"

@@ -203,7 +203,9 @@ class RoutingPolicy:
     def scores(self, task_type: str, models: Iterable[str] | None = None) -> dict[str, float]:
         """The routing score of each model (of a route's chain by default)."""
         plan = self.plan_for(task_type)
-        chosen = plan.chain if models is None else [self.models[self.model_index[m]] for m in models]
+        chosen = (
+            plan.chain if models is None else [self.models[self.model_index[m]] for m in models]
+        )
         return {m.id: self._score(m, task_type, plan, 0, 0) for m in chosen}
 
     def _score(self, m: _Model, task_type: str, plan: _Plan, pt: int, ct: int) -> float:
@@ -309,7 +311,9 @@ class TaskRun:
                     policy.ledger.reserve(i, est)
                     self.pending_probe = policy.breakers[i].on_call()
                     timeout = plan.attempt_timeout_s
-                    return Call(m.id, timeout if timeout < remaining else remaining, self.attempt, i)
+                    return Call(
+                        m.id, timeout if timeout < remaining else remaining, self.attempt, i
+                    )
             self.skips.append((m.id, reason))
             self.pos += 1
             self.attempt = 0
@@ -329,7 +333,9 @@ class TaskRun:
         policy.ledger.settle(i, self.pending_reserved, cost, self.task_type, now)
         latency = outcome.latency_s
         self.attempts.append(
-            Attempt(m.id, self.attempt, self.pending_started, kind.value, latency, cost, outcome.detail)
+            Attempt(
+                m.id, self.attempt, self.pending_started, kind.value, latency, cost, outcome.detail
+            )
         )
         health = policy.health[i]
         if kind in _LATENCY_KINDS:
@@ -413,7 +419,9 @@ class TaskRun:
         )
 
 
-def route_all(policy: RoutingPolicy, task: Task, now: float, outcomes: Iterable[Outcome]) -> TaskResult:
+def route_all(
+    policy: RoutingPolicy, task: Task, now: float, outcomes: Iterable[Outcome]
+) -> TaskResult:
     """Drive one task through ``outcomes`` with zero-duration calls and waits.
 
     A convenience for tests and notebooks: each Call consumes the next outcome
@@ -428,12 +436,12 @@ def route_all(policy: RoutingPolicy, task: Task, now: float, outcomes: Iterable[
             try:
                 outcome = next(it)
             except StopIteration:
-                raise ValueError(f"outcomes ran out while task {task.task_id} was routing") from None
+                raise ValueError(
+                    f"outcomes ran out while task {task.task_id} was routing"
+                ) from None
             now += min(outcome.latency_s, action.timeout_s)
             action = run.record(outcome, now)
         else:
             now += action.seconds
             action = run.next_action(now)
     return action.result
-
-

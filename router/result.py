@@ -31,7 +31,10 @@ class Attempt:
         return {s: getattr(self, s) for s in self.__slots__}
 
     def __repr__(self) -> str:
-        return f"Attempt({self.model}#{self.number} {self.kind} {self.latency_s:.3f}s ${self.cost_usd:g})"
+        return (
+            f"Attempt({self.model}#{self.number} {self.kind} "
+            f"{self.latency_s:.3f}s ${self.cost_usd:g})"
+        )
 
 
 class TaskResult:

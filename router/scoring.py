@@ -31,7 +31,9 @@ def score(
     """``completion / max(cost, floor) * 1 / latency``; 0 when completion is unknown or 0."""
     if not completion:
         return 0.0
-    cost = cost_usd if cost_usd is not None and cost_usd > zero_cost_floor_usd else zero_cost_floor_usd
+    cost = (
+        cost_usd if cost_usd is not None and cost_usd > zero_cost_floor_usd else zero_cost_floor_usd
+    )
     lat = latency_ms if latency_ms is not None and latency_ms > 0 else fallback_latency_ms
     return completion / cost / lat
 

@@ -79,11 +79,15 @@ _RULES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ),
     (
         "regex",
-        re.compile(r"\bregex\b|\bregular expression\b|\bpattern that matches\b|\bre\.compile\b", re.I),
+        re.compile(
+            r"\bregex\b|\bregular expression\b|\bpattern that matches\b|\bre\.compile\b", re.I
+        ),
     ),
     (
         "json",
-        re.compile(r"\bjson\b|\bjson schema\b|\bparse (this|the) (object|payload)\b|^\s*[{\[]", re.I),
+        re.compile(
+            r"\bjson\b|\bjson schema\b|\bparse (this|the) (object|payload)\b|^\s*[{\[]", re.I
+        ),
     ),
 )
 

@@ -72,7 +72,9 @@ class ScriptedProvider:
         return outcome
 
 
-def drive(policy: RoutingPolicy, task: Task, provider: ScriptedProvider, clock: FakeClock) -> TaskResult:
+def drive(
+    policy: RoutingPolicy, task: Task, provider: ScriptedProvider, clock: FakeClock
+) -> TaskResult:
     """Route one task to the end against a scripted provider, moving the fake clock."""
     run = policy.start(task, clock.now)
     action = run.next_action(clock.now)
@@ -91,16 +93,37 @@ def tiny_config(**overrides: object) -> RouterConfig:
     """Two stable models ``a`` (primary) and ``b`` plus a preview ``p``; one route ``json``."""
     data: dict[str, object] = {
         "models": [
-            {"id": "a", "provider": "pa", "completion_rate": 0.9, "cost_per_task": 0.01,
-             "avg_latency_ms": 500},
-            {"id": "b", "provider": "pb", "completion_rate": 0.8, "cost_per_task": 0.02,
-             "avg_latency_ms": 800},
-            {"id": "p", "provider": "pa", "completion_rate": 0.5, "cost_per_task": 0.0,
-             "avg_latency_ms": 300, "status": "preview"},
+            {
+                "id": "a",
+                "provider": "pa",
+                "completion_rate": 0.9,
+                "cost_per_task": 0.01,
+                "avg_latency_ms": 500,
+            },
+            {
+                "id": "b",
+                "provider": "pb",
+                "completion_rate": 0.8,
+                "cost_per_task": 0.02,
+                "avg_latency_ms": 800,
+            },
+            {
+                "id": "p",
+                "provider": "pa",
+                "completion_rate": 0.5,
+                "cost_per_task": 0.0,
+                "avg_latency_ms": 300,
+                "status": "preview",
+            },
         ],
         "routes": {
-            "json": {"chain": ["p", "a", "b"], "max_cost_per_task": 0.1, "max_latency_ms": 10_000,
-                     "attempt_timeout_ms": 2_000, "attempts_per_model": 2},
+            "json": {
+                "chain": ["p", "a", "b"],
+                "max_cost_per_task": 0.1,
+                "max_latency_ms": 10_000,
+                "attempt_timeout_ms": 2_000,
+                "attempts_per_model": 2,
+            },
         },
         "default_route": "json",
     }

@@ -72,8 +72,12 @@ class _LazyProgress:
             if time.perf_counter() - self.t0 < 1.0:
                 return
             self.bar = Progress(
-                TextColumn("replaying"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                TimeRemainingColumn(), console=err, transient=True,
+                TextColumn("replaying"),
+                BarColumn(),
+                TextColumn("{task.completed:,}/{task.total:,}"),
+                TimeRemainingColumn(),
+                console=err,
+                transient=True,
             )
             self.bar.start()
             self.task = self.bar.add_task("replay", total=self.total)
@@ -91,9 +95,21 @@ def _print_summary(summary: dict, out: Path | None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = summary.get("ci", {})
-    for key in ("tasks", "completed", "completion_rate", "cost_usd", "cost_per_task",
-                "cost_per_success", "latency_p50_s", "latency_p95_s", "latency_p99_s",
-                "throughput_per_hour", "fallback_rate", "breaker_trips", "budget_rejections"):
+    for key in (
+        "tasks",
+        "completed",
+        "completion_rate",
+        "cost_usd",
+        "cost_per_task",
+        "cost_per_success",
+        "latency_p50_s",
+        "latency_p95_s",
+        "latency_p99_s",
+        "throughput_per_hour",
+        "fallback_rate",
+        "breaker_trips",
+        "budget_rejections",
+    ):
         v = summary[key]
         text = f"{v:,.6g}" if isinstance(v, float) else f"{v:,}"
         if key in ci:
@@ -119,7 +135,9 @@ def replay(
     scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed; replication r uses seed + r.")] = 0,
     replications: Annotated[int, typer.Option(min=1, help="Seeds to replicate over.")] = 1,
-    out: Annotated[Path | None, typer.Option(help="Directory for tasks.parquet, summary.json, PNGs.")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Directory for tasks.parquet, summary.json, PNGs.")
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print only the summary JSON.")] = False,
 ) -> None:
     """Replay traces with the router's own policy; print the summary."""
@@ -133,8 +151,15 @@ def replay(
         total = sum(len(c.task_ids) for _, c in traces) * replications
         bar = _LazyProgress(total, quiet=json_)
         try:
-            report = run_replay(traces=traces, config=cfg, scenario=scn, seed=seed,
-                                replications=replications, out=out, progress=bar)
+            report = run_replay(
+                traces=traces,
+                config=cfg,
+                scenario=scn,
+                seed=seed,
+                replications=replications,
+                out=out,
+                progress=bar,
+            )
         finally:
             bar.close()
     except InputError as exc:
@@ -162,8 +187,14 @@ def compare(
 
     try:
         a, b = load_config(config_a), load_config(config_b)
-        result = run_compare(a, b, load_traces(paths), scenario=_scenario(scenario), seed=seed,
-                             replications=replications)
+        result = run_compare(
+            a,
+            b,
+            load_traces(paths),
+            scenario=_scenario(scenario),
+            seed=seed,
+            replications=replications,
+        )
     except InputError as exc:
         _fail(str(exc))
         return
@@ -176,8 +207,13 @@ def compare(
     for col in ("metric", "A", "B", "B − A", "95% CI"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for key, d in result.items():
-        table.add_row(key, f"{d['a']:.6g}", f"{d['b']:.6g}", f"{d['diff']:+.4g}",
-                      f"[{d['diff_ci_low']:+.4g}, {d['diff_ci_high']:+.4g}]")
+        table.add_row(
+            key,
+            f"{d['a']:.6g}",
+            f"{d['b']:.6g}",
+            f"{d['diff']:+.4g}",
+            f"[{d['diff_ci_low']:+.4g}, {d['diff_ci_high']:+.4g}]",
+        )
     Console().print(table)
 
 
@@ -198,8 +234,14 @@ def synth(
     if arrival not in ("poisson", "bursty", "diurnal"):
         _fail(f"--arrival: expected poisson, bursty or diurnal, got {arrival!r}")
     try:
-        df = synthesize(n_tasks=tasks, duration_s=duration_s, arrival=arrival,  # type: ignore[arg-type]
-                        rate_per_s=rate, mix=_parse_mix(mix), seed=seed)
+        df = synthesize(
+            n_tasks=tasks,
+            duration_s=duration_s,
+            arrival=arrival,  # type: ignore[arg-type]
+            rate_per_s=rate,
+            mix=_parse_mix(mix),
+            seed=seed,
+        )
         write_trace(df, out)
     except InputError as exc:
         _fail(str(exc))

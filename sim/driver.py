@@ -87,8 +87,7 @@ class Simulation:
         ids = [m.id for m in config.models]
         if list(world.model_ids) != ids:
             raise ScenarioError(
-                "world models do not match the config's models "
-                f"({list(world.model_ids)} vs {ids})"
+                f"world models do not match the config's models ({list(world.model_ids)} vs {ids})"
             )
         self.sites = [
             _ModelSite(world.capacity(i), world.rate_limit_rpm(i), world.retry_after_s(i))

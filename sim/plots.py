@@ -94,12 +94,17 @@ def _outages(runs, path: Path) -> Path:  # noqa: ANN001
     fig, axes = plt.subplots(len(runs) or 1, 1, figsize=(8, 2.5 * max(len(runs), 1)), squeeze=False)
     for ax, r in zip(axes[:, 0], runs, strict=False):
         models = sorted({m for m, _, _ in r.outages})
-        end = float((r.arrays["started_s"] + r.arrays["latency_s"]).max()) if r.arrays[
-            "started_s"
-        ].size else 1.0
+        end = (
+            float((r.arrays["started_s"] + r.arrays["latency_s"]).max())
+            if r.arrays["started_s"].size
+            else 1.0
+        )
         for y, m in enumerate(models):
-            spans = [(s / 3600.0, (min(e, end) - s) / 3600.0) for mm, s, e in r.outages
-                     if mm == m and s < end]
+            spans = [
+                (s / 3600.0, (min(e, end) - s) / 3600.0)
+                for mm, s, e in r.outages
+                if mm == m and s < end
+            ]
             ax.broken_barh(spans, (y - 0.4, 0.8), color="tab:red", alpha=0.6)
         ax.set_yticks(range(len(models)), models, fontsize=7)
         # fallbacks per 10-minute bin, on a twin axis

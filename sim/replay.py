@@ -82,13 +82,27 @@ def run_trace(
     arrays = sink.arrays()
     trips = sim.policy.breaker_trips
     summary = summarize(
-        arrays, model_ids, calls=sim.calls, failures=sim.failures, spend=sim.spend,
+        arrays,
+        model_ids,
+        calls=sim.calls,
+        failures=sim.failures,
+        spend=sim.spend,
         breaker_trips=trips,
     )
     used = {m for r in config.routes.values() for m in r.chain}
     outages = [o for o in world.outage_intervals() if o[0] in used] if cols.arrival_s else []
-    return RunOutput(trace, replication, seed, summary, arrays, outages, list(sim.calls),
-                     list(sim.failures), list(sim.spend), trips)
+    return RunOutput(
+        trace,
+        replication,
+        seed,
+        summary,
+        arrays,
+        outages,
+        list(sim.calls),
+        list(sim.failures),
+        list(sim.spend),
+        trips,
+    )
 
 
 def _merge(runs: Sequence[RunOutput], model_ids: Sequence[str]) -> dict[str, Any]:
@@ -163,8 +177,16 @@ def replay(
                         progress(base + i)
 
                 runs.append(
-                    run_trace(cols, config, scenario, seed=seed + r, trace=name, replication=r,
-                              writer=writer, progress=tick if progress else None)
+                    run_trace(
+                        cols,
+                        config,
+                        scenario,
+                        seed=seed + r,
+                        trace=name,
+                        replication=r,
+                        writer=writer,
+                        progress=tick if progress else None,
+                    )
                 )
                 done += len(cols.task_ids)
                 if progress is not None:
@@ -224,10 +246,22 @@ def compare(
     replications: int = 5,
 ) -> dict[str, dict[str, float]]:
     """Paired comparison of B − A on the same seeds, per summary metric."""
-    a = replay(traces=traces, config=config_a, scenario=scenario, seed=seed,
-               replications=replications, figures=False)
-    b = replay(traces=traces, config=config_b, scenario=scenario, seed=seed,
-               replications=replications, figures=False)
+    a = replay(
+        traces=traces,
+        config=config_a,
+        scenario=scenario,
+        seed=seed,
+        replications=replications,
+        figures=False,
+    )
+    b = replay(
+        traces=traces,
+        config=config_b,
+        scenario=scenario,
+        seed=seed,
+        replications=replications,
+        figures=False,
+    )
     return {
         key: paired_difference([s[key] for s in a.per_seed], [s[key] for s in b.per_seed])
         for key in SCALAR_KEYS

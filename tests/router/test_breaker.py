@@ -62,7 +62,9 @@ def test_half_open_admits_n_probes_and_success_closes() -> None:
 
 
 def test_open_time_grows_geometrically_up_to_the_cap() -> None:
-    b = make(consecutive_failures=1, open_base_s=10, growth=3, open_cap_s=50, min_requests=1, window=1)
+    b = make(
+        consecutive_failures=1, open_base_s=10, growth=3, open_cap_s=50, min_requests=1, window=1
+    )
     t = 0.0
     opens = []
     for _ in range(4):
@@ -81,7 +83,9 @@ def test_open_time_grows_geometrically_up_to_the_cap() -> None:
 
 
 def test_probe_failure_reopens_with_growth_and_cap() -> None:
-    b = make(consecutive_failures=1, open_base_s=10, growth=2, open_cap_s=35, min_requests=1, window=1)
+    b = make(
+        consecutive_failures=1, open_base_s=10, growth=2, open_cap_s=35, min_requests=1, window=1
+    )
     b.on_failure(0.0)
     durations = [b.open_until]
     for _ in range(3):
@@ -95,7 +99,9 @@ def test_probe_failure_reopens_with_growth_and_cap() -> None:
 
 
 def test_jitter_bounds_open_time() -> None:
-    settings = Breaker(consecutive_failures=1, open_base_s=100, jitter=0.2, min_requests=1, window=1)
+    settings = Breaker(
+        consecutive_failures=1, open_base_s=100, jitter=0.2, min_requests=1, window=1
+    )
     rng = random.Random(3)
     for _ in range(200):
         b = CircuitBreaker(settings, rng)

@@ -8,7 +8,14 @@ import json
 import pytest
 import yaml
 
-from router import ConfigError, config_from_dict, json_schema, load_config, load_seed_config, save_config
+from router import (
+    ConfigError,
+    config_from_dict,
+    json_schema,
+    load_config,
+    load_seed_config,
+    save_config,
+)
 from router.catalog import seed_config_path
 
 
@@ -31,7 +38,12 @@ def test_seed_config_has_the_article_figures() -> None:
     assert c.routes["sql_query"].max_cost_per_task == 0.05
     assert c.routes["bug_patch"].max_latency_ms == 10000
     assert set(c.routes) == {
-        "regex_generation", "sql_query", "bug_patch", "json_parse", "error_handling", "default"
+        "regex_generation",
+        "sql_query",
+        "bug_patch",
+        "json_parse",
+        "error_handling",
+        "default",
     }
 
 
@@ -77,7 +89,8 @@ def test_model_twice_in_chain() -> None:
 def test_non_positive_cost_limit(value: float) -> None:
     msg = _reject(lambda d: d["routes"]["sql_query"].update(max_cost_per_task=value))
     assert msg == (
-        f"c.yaml: routes.sql_query.max_cost_per_task: Input should be greater than 0 (got {value!r})"
+        "c.yaml: routes.sql_query.max_cost_per_task: "
+        f"Input should be greater than 0 (got {value!r})"
     )
 
 
@@ -127,7 +140,9 @@ def test_breaker_and_budget_rejections() -> None:
 
 
 def test_default_route_must_exist() -> None:
-    assert "default_route: 'nope' is not a route" in _reject(lambda d: d.update(default_route="nope"))
+    assert "default_route: 'nope' is not a route" in _reject(
+        lambda d: d.update(default_route="nope")
+    )
 
 
 def test_duplicate_model_id() -> None:

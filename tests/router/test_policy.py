@@ -104,8 +104,13 @@ def test_latency_limit_uses_profile_then_observed_ewma() -> None:
 
 def test_open_breaker_is_skipped() -> None:
     data = tiny_config().model_dump()
-    data["breaker"] = {"consecutive_failures": 2, "open_base_s": 60, "jitter": 0.0,
-                       "min_requests": 2, "window": 2}
+    data["breaker"] = {
+        "consecutive_failures": 2,
+        "open_base_s": 60,
+        "jitter": 0.0,
+        "min_requests": 2,
+        "window": 2,
+    }
     cfg = config_from_dict(data)
     policy = RoutingPolicy(cfg)
     clock = FakeClock()

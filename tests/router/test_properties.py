@@ -50,8 +50,11 @@ def configs(draw) -> RouterConfig:
         "max_latency_ms": draw(st.floats(500, 20_000)),
         "attempt_timeout_ms": draw(st.one_of(st.none(), st.floats(100, 5000))),
         "attempts_per_model": draw(st.integers(1, 4)),
-        "backoff": {"base_s": draw(st.floats(0.01, 2)), "cap_s": draw(st.floats(0.1, 10)),
-                    "jitter": draw(st.sampled_from(["full", "equal", "none"]))},
+        "backoff": {
+            "base_s": draw(st.floats(0.01, 2)),
+            "cap_s": draw(st.floats(0.1, 10)),
+            "jitter": draw(st.sampled_from(["full", "equal", "none"])),
+        },
         "ordering": draw(st.sampled_from(["chain", "score"])),
         "fallback_on_refusal": draw(st.booleans()),
     }
@@ -91,6 +94,7 @@ def simulate(cfg: RouterConfig, seed: int, outcome_seed: int, n_tasks: int, conc
     started = 0
     inflight: list[list] = []  # [run, action, task_calls]
     results = []
+
     def checked(run, action):
         # Invariants hold at the moment a call is planned, which is when a driver starts it.
         if isinstance(action, Call):
@@ -139,8 +143,12 @@ def simulate(cfg: RouterConfig, seed: int, outcome_seed: int, n_tasks: int, conc
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(cfg=configs(), seed=st.integers(0, 2**32), oseed=st.integers(0, 2**32),
-       concurrency=st.integers(1, 8))
+@given(
+    cfg=configs(),
+    seed=st.integers(0, 2**32),
+    oseed=st.integers(0, 2**32),
+    concurrency=st.integers(1, 8),
+)
 def test_invariants_hold(cfg: RouterConfig, seed: int, oseed: int, concurrency: int) -> None:
     simulate(cfg, seed, oseed, n_tasks=40, concurrency=concurrency)
 

@@ -32,7 +32,11 @@ def test_zero_completion_scores_zero_and_unknown_latency_is_pessimistic() -> Non
 
 def test_seed_regex_route_scores() -> None:
     s = RoutingPolicy(load_seed_config()).scores("regex")
-    assert list(sorted(s, key=s.get, reverse=True)) == ["ring-2.6", "deepseek-v4-flash", "grok-4.20"]
+    assert list(sorted(s, key=s.get, reverse=True)) == [
+        "ring-2.6",
+        "deepseek-v4-flash",
+        "grok-4.20",
+    ]
 
 
 def test_cost_per_success() -> None:

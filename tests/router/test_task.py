@@ -30,7 +30,9 @@ EXAMPLES = {
 }
 
 
-@pytest.mark.parametrize(("expected", "payload"), [(k, p) for k, ps in EXAMPLES.items() for p in ps])
+@pytest.mark.parametrize(
+    ("expected", "payload"), [(k, p) for k, ps in EXAMPLES.items() for p in ps]
+)
 def test_classify_examples(expected: str, payload: str) -> None:
     assert classify(payload) == expected
 
