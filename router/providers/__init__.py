@@ -1,0 +1,61 @@
+"""Providers: one attempt at one model endpoint, over HTTP or through LiteLLM.
+
+::
+
+    from router.providers import Endpoint, make_provider
+
+    endpoint = Endpoint(base_url="https://api.openai.com/v1", model="gpt-4o-mini",
+                        api_key_env="OPENAI_API_KEY")
+    async with make_provider(endpoint) as provider:
+        completion = await provider.complete(
+            [{"role": "user", "content": "Write a regex for ISO dates."}], timeout_s=30)
+
+Every provider obeys :class:`ModelProvider`'s contract: a :class:`Completion` or a
+:class:`ProviderError` whose ``kind`` (an :class:`~router.outcome.ErrorKind`) the
+routing policy acts on. :mod:`router.testing_http` is a scripted loopback server to
+test against.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from router.errors import InputError
+from router.providers.anthropic import AnthropicProvider
+from router.providers.base import Completion, ModelProvider, ProviderError, scrub
+from router.providers.endpoint import Endpoint
+from router.providers.litellm_adapter import LiteLLMProvider
+from router.providers.openai import OpenAIProvider
+
+__all__ = [
+    "AnthropicProvider",
+    "Completion",
+    "Endpoint",
+    "LiteLLMProvider",
+    "ModelProvider",
+    "OpenAIProvider",
+    "ProviderError",
+    "make_provider",
+    "scrub",
+]
+
+
+def make_provider(
+    endpoint: Endpoint,
+    *,
+    client: httpx.AsyncClient | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> ModelProvider:
+    """The provider implementing ``endpoint.kind``.
+
+    ``client`` (shared, not closed by the provider) or ``transport`` (e.g.
+    ``httpx.MockTransport``) apply to the HTTP kinds; passing either for
+    ``"litellm"`` raises :class:`InputError`, as LiteLLM manages its own clients.
+    """
+    if endpoint.kind == "openai":
+        return OpenAIProvider(endpoint, client=client, transport=transport)
+    if endpoint.kind == "anthropic":
+        return AnthropicProvider(endpoint, client=client, transport=transport)
+    if client is not None or transport is not None:
+        raise InputError("make_provider: client/transport do not apply to kind 'litellm'")
+    return LiteLLMProvider(endpoint)

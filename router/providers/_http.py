@@ -1,0 +1,612 @@
+"""Machinery shared by the HTTP providers: the deadline, httpx error translation,
+HTTP status classification, Retry-After parsing and the SSE reading loop.
+
+Nothing here knows a provider's JSON dialect; :class:`HTTPProvider` subclasses
+supply the URL, headers, payload, body parser and a :class:`StreamState`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, NoReturn
+
+import httpx
+
+from router.errors import InputError
+from router.outcome import ErrorKind
+from router.providers.base import Completion, ModelProvider, ProviderError
+from router.providers.endpoint import Endpoint
+
+#: Longest slice of a server's error body quoted in a ProviderError detail.
+_SNIPPET = 300
+
+# Error codes / types / messages by which providers say "the prompt is too long" or
+# "the content was refused". Codes are matched exactly, messages by pattern, because
+# OpenAI-compatible servers (vLLM, Ollama, proxies) often send only a message.
+_CONTEXT_CODES = frozenset(
+    {"context_length_exceeded", "string_above_max_length", "request_too_large"}
+)
+_CONTEXT_TEXT = re.compile(
+    r"context[ _-]?(length|window)|maximum context|prompt is too long|"
+    r"too many (input |prompt )?tokens|input is too long|reduce the length of the messages",
+    re.I,
+)
+_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
+_FILTER_TEXT = re.compile(r"content[ _-]?(management[ _-])?(policy|filter)", re.I)
+
+# Anthropic names its errors by type rather than by status alone (an "overloaded_error"
+# may arrive mid-stream inside a 200 response).
+_ERROR_TYPES: Mapping[str, ErrorKind] = {
+    "rate_limit_error": ErrorKind.RATE_LIMITED,
+    "overloaded_error": ErrorKind.SERVER_ERROR,
+    "api_error": ErrorKind.SERVER_ERROR,
+    "server_error": ErrorKind.SERVER_ERROR,
+    "timeout_error": ErrorKind.TIMEOUT,
+    "authentication_error": ErrorKind.AUTH,
+    "permission_error": ErrorKind.AUTH,
+    "invalid_request_error": ErrorKind.BAD_REQUEST,
+    "not_found_error": ErrorKind.BAD_REQUEST,
+    "request_too_large": ErrorKind.CONTEXT_LENGTH,
+}
+
+
+def read_api_key(env_name: str | None) -> str | None:
+    """The key held in ``env_name`` (``None`` when the endpoint needs no key).
+
+    Raises :class:`InputError` naming the variable — never a value — when it is
+    unset or empty.
+    """
+    if env_name is None:
+        return None
+    value = os.environ.get(env_name, "")
+    if not value.strip():
+        raise InputError(
+            f"environment variable {env_name} (the endpoint's api_key_env) is not set or "
+            "empty; export the provider's API key in it"
+        )
+    return value.strip()
+
+
+def check_messages(messages: object) -> list[dict[str, str]]:
+    """``messages`` if it is a non-empty list of ``{"role": str, "content": str}``.
+
+    A malformed message list is the caller's bug, not the provider's failure, so it
+    raises :class:`InputError` rather than a ProviderError the policy would retry.
+    """
+    if not isinstance(messages, list) or not messages:
+        raise InputError("messages: expected a non-empty list of {'role', 'content'} dicts")
+    for i, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and isinstance(message.get("role"), str)
+            and isinstance(message.get("content"), str)
+        ):
+            raise InputError(f"messages[{i}]: expected a dict with str 'role' and 'content'")
+    return messages
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Seconds the server asks us to wait, from ``retry-after-ms`` or ``Retry-After``.
+
+    ``Retry-After`` may be delay-seconds or an HTTP date (RFC 9110 §10.2.3); a date
+    in the past means 0. Unparseable or negative values give ``None`` (no advice)
+    rather than an error: the status alone already classifies the failure.
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    raw_ms = lowered.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            ms = float(raw_ms)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    raw = lowered.get("retry-after")
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # RFC 850 / asctime forms carry no zone: they mean GMT
+            when = when.replace(tzinfo=UTC)
+        delta = (when - (now or datetime.now(UTC))).total_seconds()
+        return max(0.0, delta)
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorFields:
+    """What a provider's error body says, whatever its dialect."""
+
+    message: str
+    code: str | None
+    type: str | None
+
+
+def error_fields(body: object) -> ErrorFields | None:
+    """Read ``{"error": {"message", "code", "type"}}`` (OpenAI and Anthropic shapes),
+    ``{"error": "text"}`` or ``{"message": ...}``; ``None`` if the body is none of these."""
+    if not isinstance(body, dict):
+        return None
+    err = body.get("error", body if "message" in body else None)
+    if isinstance(err, str):
+        return ErrorFields(err, None, None)
+    if not isinstance(err, dict):
+        return None
+    message = err.get("message")
+    code = err.get("code")
+    etype = err.get("type")
+    return ErrorFields(
+        message if isinstance(message, str) else json.dumps(err)[:_SNIPPET],
+        str(code) if isinstance(code, str | int) and not isinstance(code, bool) else None,
+        etype if isinstance(etype, str) else None,
+    )
+
+
+def kind_for_error(fields: ErrorFields | None, status: int | None) -> ErrorKind:
+    """Classify a failure from its HTTP status and the error body's code/type/message.
+
+    The status decides first where it is unambiguous (429, 401/403, 5xx); a 4xx is
+    then refined into context_length / content_filter by code or message. Without
+    a status (an error event inside a stream) the error type decides, defaulting to
+    server_error: the provider failed after accepting the request.
+    """
+    code = (fields.code or "").lower() if fields else ""
+    etype = (fields.type or "").lower() if fields else ""
+    message = fields.message if fields else ""
+    if status == 429:
+        return ErrorKind.RATE_LIMITED
+    if status in (401, 403):
+        return ErrorKind.AUTH
+    if status == 408:
+        return ErrorKind.TIMEOUT
+    if status is not None and status >= 500:
+        return ErrorKind.SERVER_ERROR
+    if code in _FILTER_CODES or etype in _FILTER_CODES or _FILTER_TEXT.search(message):
+        return ErrorKind.CONTENT_FILTER
+    if (
+        status == 413
+        or code in _CONTEXT_CODES
+        or etype in _CONTEXT_CODES
+        or _CONTEXT_TEXT.search(message)
+    ):
+        return ErrorKind.CONTEXT_LENGTH
+    if status is not None:
+        # Any other status (400, 404, 422, a 3xx we do not follow): the request as
+        # configured is wrong, and resending it cannot help.
+        return ErrorKind.BAD_REQUEST
+    by_type = _ERROR_TYPES.get(etype) or _ERROR_TYPES.get(code)
+    return by_type or ErrorKind.SERVER_ERROR
+
+
+def json_or_none(raw: bytes | str) -> Any:
+    """The decoded JSON, or the sentinel :data:`NOT_JSON`."""
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return NOT_JSON
+
+
+NOT_JSON: Any = object()
+
+
+def body_snippet(raw: bytes) -> str:
+    text = raw[: _SNIPPET * 4].decode("utf-8", errors="replace")
+    return text[:_SNIPPET] + ("…" if len(raw) > _SNIPPET else "")
+
+
+def usage_int(usage: Mapping[str, Any], key: str) -> int:
+    """A non-negative int token count from a usage block (missing: 0); else malformed."""
+    value = usage.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _Malformed(f"usage.{key}: expected a non-negative integer, got {value!r:.40}")
+    return value
+
+
+class _Malformed(Exception):
+    """Raised by body parsers; turned into ProviderError(malformed) with context."""
+
+
+class Parsed:
+    """What a body parser extracted (text, usage, reported model, finish reason)."""
+
+    __slots__ = ("text", "prompt_tokens", "completion_tokens", "model", "finish_reason")
+
+    def __init__(
+        self,
+        text: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        model: str | None,
+        finish_reason: str | None,
+    ) -> None:
+        self.text = text
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.model = model
+        self.finish_reason = finish_reason
+
+
+class StreamState(ABC):
+    """Accumulates one SSE stream. :meth:`feed` gets each event; it raises
+    :class:`ProviderError` for an error event or a refusal, and ``_Malformed`` for
+    a chunk of the wrong shape."""
+
+    #: The terminator arrived (``[DONE]`` / ``message_stop``): stop reading.
+    finished: bool = False
+    #: A finish/stop reason arrived: a clean end of stream after it is a success.
+    ended: bool = False
+    #: At least one content token arrived (ends the first-token clock).
+    got_token: bool = False
+
+    @abstractmethod
+    def feed(self, event: str | None, data: str) -> None:
+        """Take one SSE event (its ``event:`` name, if any, and its joined ``data``)."""
+
+    @abstractmethod
+    def result(self) -> Parsed:
+        """The accumulated answer; called only when finished or ended."""
+
+    @property
+    @abstractmethod
+    def chars(self) -> int:
+        """Characters of text received so far (for failure details)."""
+
+
+async def sse_events(
+    lines: AsyncIterator[str],
+) -> AsyncGenerator[tuple[str | None, str], None]:
+    """Group SSE lines into ``(event, data)`` pairs (WHATWG event-stream rules, minus
+    ``id``/``retry``, which a one-shot completion does not need)."""
+    event: str | None = None
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = None, []
+            continue
+        if line.startswith(":"):
+            continue  # a comment: keep-alive ping
+        field, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if field == "data":
+            data.append(value)
+        elif field == "event":
+            event = value
+    if data:  # a last event without its blank line: still an event
+        yield event, "\n".join(data)
+
+
+class HTTPProvider(ModelProvider):
+    """A provider speaking JSON over HTTP through an ``httpx.AsyncClient``.
+
+    Pass ``client`` to share a pool (it is not closed by :meth:`aclose`) or
+    ``transport`` (e.g. ``httpx.MockTransport``) to build an owned client over it;
+    by default an owned client with httpx's own transport is made.
+    """
+
+    _kind: str  # the Endpoint.kind this class implements
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if endpoint.kind != self._kind:
+            raise InputError(
+                f"{type(self).__name__}: endpoint.kind must be {self._kind!r}, got "
+                f"{endpoint.kind!r}"
+            )
+        if client is not None and transport is not None:
+            raise InputError(f"{type(self).__name__}: pass client or transport, not both")
+        self.endpoint = endpoint
+        self._api_key = read_api_key(endpoint.api_key_env)
+        self._secrets: tuple[str, ...] = (self._api_key,) if self._api_key else ()
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(transport=transport, timeout=self._timeouts())
+        try:
+            url = httpx.URL(self._url())
+        except httpx.InvalidURL as exc:
+            raise InputError(f"base_url: not a valid URL ({exc})") from exc
+        # Shown in failure details: netloc drops userinfo, and no query string (either
+        # may hold a secret).
+        self._where = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}{url.path}"
+
+    # -- subclass hooks -------------------------------------------------------------
+
+    @abstractmethod
+    def _url(self) -> str:
+        """The absolute URL of the completion call."""
+
+    @abstractmethod
+    def _headers(self) -> dict[str, str]:
+        """Request headers, credentials included."""
+
+    @abstractmethod
+    def _payload(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+        """The JSON request body."""
+
+    @abstractmethod
+    def _parse(self, body: Any) -> Parsed:
+        """A 2xx JSON body -> Parsed; raise ProviderError or ``_Malformed``."""
+
+    @abstractmethod
+    def _stream_state(self) -> StreamState:
+        """A fresh accumulator for one stream."""
+
+    # -- the contract ----------------------------------------------------------------
+
+    async def complete(self, messages: list[dict[str, str]], *, timeout_s: float) -> Completion:
+        """One attempt within ``timeout_s`` seconds; see :class:`ModelProvider`."""
+        check_messages(messages)
+        if not (isinstance(timeout_s, int | float) and timeout_s > 0):
+            raise InputError(f"timeout_s: expected a positive number of seconds, got {timeout_s!r}")
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s):
+                if self.endpoint.stream:
+                    parsed = await self._attempt_stream(messages)
+                else:
+                    parsed = await self._attempt_once(messages)
+        except TimeoutError as exc:
+            raise self._error(
+                ErrorKind.TIMEOUT,
+                f"no complete answer from {self._where} within the attempt's {timeout_s:g} s",
+            ) from exc
+        except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
+            raise self._translate(exc) from exc
+        return Completion(
+            text=parsed.text,
+            prompt_tokens=parsed.prompt_tokens,
+            completion_tokens=parsed.completion_tokens,
+            model=parsed.model or self.endpoint.model,
+            latency_s=time.perf_counter() - started,
+            raw_finish_reason=parsed.finish_reason,
+        )
+
+    async def aclose(self) -> None:
+        """Close the owned client (idempotent); a client passed in stays open."""
+        if self._owns_client:
+            await self._client.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(model={self.endpoint.model!r}, url={self._where!r})"
+
+    # -- one plain request -------------------------------------------------------------
+
+    async def _attempt_once(self, messages: list[dict[str, str]]) -> Parsed:
+        response = await self._client.post(
+            self._url(),
+            json=self._payload(messages, stream=False),
+            headers=self._headers(),
+            timeout=self._timeouts(),
+        )
+        if not 200 <= response.status_code < 300:
+            self._raise_for_status(response.status_code, response.headers, response.content)
+        return self._parse_body(response.status_code, response.content)
+
+    def _parse_body(self, status: int, raw: bytes) -> Parsed:
+        body = json_or_none(raw)
+        if body is NOT_JSON:
+            raise self._error(
+                ErrorKind.MALFORMED,
+                f"HTTP {status} from {self._where} is not JSON: {body_snippet(raw)}",
+                status=status,
+            )
+        try:
+            return self._parse(body)
+        except _Malformed as exc:
+            raise self._error(
+                ErrorKind.MALFORMED,
+                f"unexpected response shape from {self._where}: {exc}",
+                status=status,
+            ) from exc
+
+    # -- one streamed request ------------------------------------------------------------
+
+    async def _attempt_stream(self, messages: list[dict[str, str]]) -> Parsed:
+        e = self.endpoint
+        loop = asyncio.get_running_loop()
+        first_deadline = loop.time() + e.first_token_timeout_s if e.first_token_timeout_s else None
+        request = self._client.build_request(
+            "POST",
+            self._url(),
+            json=self._payload(messages, stream=True),
+            headers={**self._headers(), "Accept": "text/event-stream"},
+            timeout=self._timeouts(),
+        )
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError as exc:
+            raise self._error(
+                ErrorKind.TIMEOUT,
+                f"no response headers from {self._where} within the first-token timeout "
+                f"({e.first_token_timeout_s:g} s)",
+            ) from exc
+        try:
+            if not 200 <= response.status_code < 300:
+                body = await response.aread()
+                self._raise_for_status(response.status_code, response.headers, body)
+            content_type = response.headers.get("content-type", "")
+            if "json" in content_type and "event-stream" not in content_type:
+                # A server that ignores "stream": true answers with one JSON body.
+                return self._parse_body(response.status_code, await response.aread())
+            return await self._read_stream(response, first_deadline)
+        finally:
+            # Closing mid-body drops the connection instead of draining it: a stalled
+            # or abandoned stream must not keep a pooled connection busy.
+            await response.aclose()
+
+    async def _read_stream(self, response: httpx.Response, first_deadline: float | None) -> Parsed:
+        e = self.endpoint
+        loop = asyncio.get_running_loop()
+        state = self._stream_state()
+        lines = response.aiter_lines()
+        last_line_at = loop.time()
+        events = 0
+
+        def next_limit() -> tuple[float | None, str]:
+            # Before the first token only the first-token deadline applies (a model may
+            # think silently for a while); without one, the stall timeout covers that
+            # gap too. After the first token each gap between lines is a stall.
+            if not state.got_token and first_deadline is not None:
+                return first_deadline, (
+                    f"no first token from {self._where} within {e.first_token_timeout_s:g} s"
+                )
+            if e.stall_timeout_s is not None:
+                return last_line_at + e.stall_timeout_s, (
+                    f"stream from {self._where} stalled for more than {e.stall_timeout_s:g} s "
+                    f"after {events} events ({state.chars} chars); partial answer discarded"
+                )
+            return None, ""
+
+        async def timed_lines() -> AsyncGenerator[str, None]:
+            nonlocal last_line_at
+            while True:
+                limit, why = next_limit()
+                try:
+                    async with asyncio.timeout_at(limit):
+                        line = await anext(lines)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError as exc:
+                    raise self._error(ErrorKind.TIMEOUT, why) from exc
+                last_line_at = loop.time()
+                yield line
+
+        timed = timed_lines()
+        grouped = sse_events(timed)
+        try:
+            async for event, data in grouped:
+                events += 1
+                try:
+                    state.feed(event, data)
+                except _Malformed as exc:
+                    raise self._error(
+                        ErrorKind.MALFORMED,
+                        f"malformed stream event #{events} from {self._where}: {exc}",
+                    ) from exc
+                if state.finished:
+                    break
+        except (httpx.HTTPError, OSError) as exc:
+            failure = self._translate(exc)
+            raise self._error(
+                failure.kind,
+                f"stream from {self._where} cut after {events} events ({state.chars} chars), "
+                f"partial answer discarded: {failure.detail}",
+            ) from exc
+        finally:
+            # Close the generator chain now (innermost last) rather than leaving it to
+            # the garbage collector after the response is gone.
+            await grouped.aclose()
+            await timed.aclose()
+            close_lines = getattr(lines, "aclose", None)  # typed as a plain AsyncIterator
+            if close_lines is not None:
+                await close_lines()
+        if not (state.finished or state.ended):
+            raise self._error(
+                ErrorKind.CONNECTION,
+                f"stream from {self._where} ended without its terminator after {events} "
+                f"events ({state.chars} chars); partial answer discarded",
+            )
+        try:
+            return state.result()
+        except _Malformed as exc:
+            raise self._error(ErrorKind.MALFORMED, f"stream from {self._where}: {exc}") from exc
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _timeouts(self) -> httpx.Timeout:
+        e = self.endpoint
+        # pool=None: waiting for a free pooled connection is our own contention, not
+        # the provider's failure; the attempt's overall deadline still bounds it.
+        return httpx.Timeout(
+            connect=e.connect_timeout_s, read=e.read_timeout_s, write=e.read_timeout_s, pool=None
+        )
+
+    def _error(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        *,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> ProviderError:
+        return ProviderError(
+            kind, detail, status=status, retry_after_s=retry_after_s, secrets=self._secrets
+        )
+
+    def _raise_for_status(self, status: int, headers: Mapping[str, str], raw: bytes) -> NoReturn:
+        body = json_or_none(raw)
+        fields = error_fields(body) if body is not NOT_JSON else None
+        kind = kind_for_error(fields, status)
+        retry = parse_retry_after(headers) if status in (429, 503, 529) else None
+        said = fields.message if fields else body_snippet(raw)
+        code = (fields.code or fields.type) if fields else None
+        detail = f"HTTP {status} from {self._where}" + (f" [{code}]" if code else "")
+        raise self._error(kind, f"{detail}: {said[:_SNIPPET]}", status=status, retry_after_s=retry)
+
+    def _raise_error_event(self, body: object) -> NoReturn:
+        """An error reported inside a 2xx body or a stream event."""
+        fields = error_fields(body)
+        kind = kind_for_error(fields, None)
+        said = fields.message if fields else str(body)[:_SNIPPET]
+        raise self._error(kind, f"error event from {self._where}: {said[:_SNIPPET]}")
+
+    def _translate(self, exc: BaseException) -> ProviderError:
+        """An httpx / socket exception -> ProviderError (the caller chains ``from exc``)."""
+        name = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            kind = ErrorKind.TIMEOUT
+        elif isinstance(exc, httpx.DecodingError):
+            kind = ErrorKind.MALFORMED
+        elif isinstance(
+            exc,
+            httpx.UnsupportedProtocol
+            | httpx.LocalProtocolError
+            | httpx.TooManyRedirects
+            | httpx.InvalidURL,
+        ):
+            kind = ErrorKind.BAD_REQUEST  # our request or config is wrong
+        else:
+            # ConnectError, ReadError, WriteError, RemoteProtocolError (reset, body cut
+            # short, incomplete chunked encoding), ProxyError, raw OSError.
+            kind = ErrorKind.CONNECTION
+        return self._error(kind, f"{name} calling {self._where}: {_describe(exc)}")
+
+
+def _describe(exc: BaseException) -> str:
+    """The first non-empty message down the exception's cause chain.
+
+    httpx's ReadError for a reset connection has an empty message; the socket error
+    it wraps (several layers down, through httpcore and anyio) names the reset.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if str(seen):
+            return str(seen) if seen is exc else f"{type(seen).__name__}: {seen}"
+        seen = seen.__cause__ or seen.__context__
+    return "no detail"
