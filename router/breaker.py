@@ -66,6 +66,13 @@ class CircuitBreaker:
         self._count = 0
         self._fails = 0
 
+    def reconfigure(self, settings: Breaker) -> None:
+        """New settings; the state is kept (a changed window restarts its counts)."""
+        window_changed = settings.window != self.settings.window
+        self.settings = settings
+        if window_changed:
+            self._reset_counts()
+
     def allows(self, now: float) -> bool:
         """Whether a call may start at ``now`` (moves open → half-open when due)."""
         state = self.state

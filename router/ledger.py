@@ -64,22 +64,41 @@ class SpendLedger:
     """Spend and reservations per model/provider/task type for the current day."""
 
     def __init__(self, budget: Budget, model_ids: Sequence[str], providers: Sequence[str]) -> None:
-        self.model_ids = list(model_ids)
-        self.provider_names = sorted(set(providers))
-        self._prov_index = {p: i for i, p in enumerate(self.provider_names)}
+        self.model_ids: list[str] = []
+        self.provider_names: list[str] = []
+        self._prov_index: dict[str, int] = {}
         #: provider index of each model index
-        self.model_provider = [self._prov_index[p] for p in providers]
-        n, k = len(self.model_ids), len(self.provider_names)
+        self.model_provider: list[int] = []
         self.day: int | None = None
-        self.spent_model = [0.0] * n
-        self.spent_provider = [0.0] * k
+        self.spent_model: list[float] = []
+        self.spent_provider: list[float] = []
         self.spent_total = 0.0
         self.spent_task_type: dict[str, float] = {}
-        self.reserved_model = [0.0] * n
-        self.reserved_provider = [0.0] * k
+        self.reserved_model: list[float] = []
+        self.reserved_provider: list[float] = []
         self.reserved_total = 0.0
         self.all_time_usd = 0.0
         self.history: dict[int, DaySpend] = {}
+        self.alerts: list[BudgetAlert] = []
+        self.rejections = 0
+        self.reconfigure(budget, model_ids, providers)
+
+    def reconfigure(self, budget: Budget, model_ids: Sequence[str], providers: Sequence[str]) -> None:
+        """Apply new caps. ``model_ids`` must extend the current list (indices are stable:
+        a live reload keeps in-flight reservations and today's spend)."""
+        if list(model_ids[: len(self.model_ids)]) != self.model_ids:
+            raise ValueError("model indices must stay stable across a reconfiguration")
+        for mid, prov in zip(model_ids[len(self.model_ids) :], providers[len(self.model_ids) :],
+                             strict=True):
+            if prov not in self._prov_index:
+                self._prov_index[prov] = len(self.provider_names)
+                self.provider_names.append(prov)
+                self.spent_provider.append(0.0)
+                self.reserved_provider.append(0.0)
+            self.model_ids.append(mid)
+            self.model_provider.append(self._prov_index[prov])
+            self.spent_model.append(0.0)
+            self.reserved_model.append(0.0)
         fr = budget.alert_fractions
         self.cap_total = budget.daily_cap_usd if budget.daily_cap_usd is not None else math.inf
         self.cap_model = [budget.per_model_usd.get(m, math.inf) for m in self.model_ids]
@@ -93,8 +112,15 @@ class SpendLedger:
             _Cap("provider", p, c, fr) if c != math.inf else None
             for p, c in zip(self.provider_names, self.cap_provider, strict=True)
         ]
-        self.alerts: list[BudgetAlert] = []
-        self.rejections = 0
+        # Alerts already raised today stay raised: skip thresholds spend has passed.
+        for cap, spent in (
+            (self._global_cap, self.spent_total),
+            *zip(self._model_caps, self.spent_model, strict=True),
+            *zip(self._provider_caps, self.spent_provider, strict=True),
+        ):
+            if cap is not None:
+                while cap.next_i < len(cap.fractions) and spent >= cap.fractions[cap.next_i] * cap.cap:
+                    cap.next_i += 1
 
     # -- days -----------------------------------------------------------------------
     def _roll(self, now: float) -> None:

@@ -150,24 +150,55 @@ class RoutingPolicy:
         self.config = config
         self.seed = seed
         self.rng = random.Random(seed)
-        self.models = [_Model(i, p) for i, p in enumerate(config.models)]
-        self.model_index = {m.id: m.index for m in self.models}
-        by_id = {m.id: m for m in self.models}
+        self.models: list[_Model] = []
+        self.model_index: dict[str, int] = {}
+        self.breakers: list[CircuitBreaker] = []
+        self.health: list[ModelHealth] = []
+        self.ledger = SpendLedger(config.budget, [], [])
+        self._install(config)
+        self.tasks_finished = 0
+        self.tasks_succeeded = 0
+
+    def reconfigure(self, config: RouterConfig) -> None:
+        """Swap in a new config without losing state or disturbing tasks in flight.
+
+        Breakers, health statistics and today's spend carry over for models that
+        keep their id; new models start fresh. Runs already started finish under
+        the routes they started with (they hold their own compiled route).
+        """
+        self._install(config)
+
+    def _install(self, config: RouterConfig) -> None:
+        # Model indices are stable for the policy's lifetime: in-flight runs and the
+        # ledger's reservations refer to them. A removed model keeps its slot.
+        models = list(self.models)
+        index = dict(self.model_index)
+        for p in config.models:
+            i = index.get(p.id)
+            if i is None:
+                i = len(models)
+                models.append(_Model(i, p))
+                index[p.id] = i
+                self.breakers.append(CircuitBreaker(config.breaker, self.rng))
+                self.health.append(ModelHealth(config.health.ewma_alpha, config.health.error_window))
+            else:
+                models[i] = _Model(i, p)
+        for b in self.breakers:
+            b.reconfigure(config.breaker)
+        for h in self.health:
+            h.alpha = config.health.ewma_alpha
+        self.ledger.reconfigure(config.budget, [m.id for m in models], [m.provider for m in models])
+        current = {p.id for p in config.models}
+        self.models = models
+        self.model_index = {m.id: m.index for m in models if m.id in current}
+        by_id = {m.id: m for m in models if m.id in current}
         production = config.environment == "production"
-        self.breakers = [CircuitBreaker(config.breaker, self.rng) for _ in self.models]
-        self.health = [
-            ModelHealth(config.health.ewma_alpha, config.health.error_window) for _ in self.models
-        ]
-        self.ledger = SpendLedger(
-            config.budget, [m.id for m in self.models], [m.provider for m in self.models]
-        )
         self._plans = {
             name: _Plan(name, route, by_id, production) for name, route in config.routes.items()
         }
         self._plan_for: dict[str, _Plan] = {}
+        self.config = config
         self._zero_floor = config.scoring.zero_cost_floor_usd
-        self.tasks_finished = 0
-        self.tasks_succeeded = 0
 
     # -- task lifecycle ------------------------------------------------------------
     def plan_for(self, task_type: str) -> _Plan:
