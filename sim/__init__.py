@@ -1,0 +1,60 @@
+"""sim: a SimPy digital twin of LLM providers, driven by the router's own policy.
+
+Replay task traces (:func:`replay`) against a :class:`Scenario` of stochastic
+providers (completion, latency, outages, capacity, rate limits); compare two
+configs on common random numbers (:func:`compare`). The routing decisions are
+made by :class:`router.RoutingPolicy`, unchanged.
+"""
+
+from sim.azure import import_azure
+from sim.driver import Simulation
+from sim.errors import ScenarioError, TraceError
+from sim.replay import ReplayReport, RunOutput, compare, load_traces, replay, run_trace
+from sim.results import ResultSink, mean_ci, paired_difference, summarize
+from sim.scenario import (
+    Scenario,
+    load_scenario,
+    load_seed_scenario,
+    parse_scenario,
+    scenario_json_schema,
+)
+from sim.synth import synthesize
+from sim.trace import (
+    ReplayColumns,
+    discover_traces,
+    read_trace,
+    replay_columns,
+    validate_trace,
+    write_trace,
+)
+from sim.world import World
+
+__all__ = [
+    "ReplayColumns",
+    "ReplayReport",
+    "ResultSink",
+    "RunOutput",
+    "Scenario",
+    "ScenarioError",
+    "Simulation",
+    "TraceError",
+    "World",
+    "compare",
+    "discover_traces",
+    "import_azure",
+    "load_scenario",
+    "load_seed_scenario",
+    "load_traces",
+    "mean_ci",
+    "paired_difference",
+    "parse_scenario",
+    "read_trace",
+    "replay",
+    "replay_columns",
+    "run_trace",
+    "scenario_json_schema",
+    "summarize",
+    "synthesize",
+    "validate_trace",
+    "write_trace",
+]

@@ -1,0 +1,543 @@
+"""The scenario: stochastic models of each provider, as the simulator sees them.
+
+A scenario is a YAML (or JSON) document validated by :class:`Scenario`::
+
+    name: demo
+    providers:                       # shared outage processes, one per provider
+      openai:
+        outage:
+          time_between: {dist: exponential, mean_s: 468190}
+          duration: {dist: lognormal, median_s: 4320, p90_s: 18000}
+          mode: fail_fast
+    models:
+      gpt-5.4:
+        provider: openai
+        completion: {default: 0.766, per_type: {sql: 0.8}, beta_concentration: 60}
+        latency: {mean_s: 2.5, sigma: 0.09, per_1k_completion_tokens_s: 0}
+        outage: {shared: true}
+        capacity: 64
+        rate_limit_rpm: 500
+        retry_after_s: 2
+        fail_fast_latency_s: 0.5
+        malformed_rate: 0.01
+        server_error_rate: 0.002
+        cost_per_task: 0.01
+
+Semantics of one answered attempt (what :meth:`sim.world.World.attempt` draws):
+
+* with probability ``server_error_rate`` a plain 5xx after ``fail_fast_latency_s``;
+* otherwise an answer after the latency draw, which is *completed* ("ok") with the
+  task type's completion probability ``p``, *malformed* with ``malformed_rate`` and
+  *wrong* (well-formed, task not done) with the rest. So ``p`` is the share of answers
+  that complete the task, as a benchmark would report it, and ``p + malformed_rate``
+  must not exceed 1.
+
+Outages, rate limits and capacity are carried out by the driver using the values
+:class:`~sim.world.World` exposes. Loading errors are :class:`~sim.errors.ScenarioError`
+with one line: ``file: field.path: what was expected, got value``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from router.task import TASK_TYPES
+from sim.distributions import (
+    DIST_TAGS,
+    Empirical,
+    Exponential,
+    Fixed,
+    Gamma,
+    Lognormal,
+    NonNegativeFloat,
+    PositiveFloat,
+    Probability,
+    Weibull,
+    distribution_union,
+)
+from sim.errors import ScenarioError
+
+if TYPE_CHECKING:
+    from sim.world import World
+
+__all__ = [
+    "CompletionSpec",
+    "ModelSpec",
+    "OutageSpec",
+    "ProviderSpec",
+    "Scenario",
+    "load_scenario",
+    "load_seed_scenario",
+    "parse_scenario",
+    "scenario_json_schema",
+]
+
+_DIST_CLASSES: dict[str, type[BaseModel]] = {
+    "lognormal": Lognormal,
+    "gamma": Gamma,
+    "weibull": Weibull,
+    "exponential": Exponential,
+    "empirical": Empirical,
+    "fixed": Fixed,
+}
+
+
+class _LocatedError(ValueError):
+    """A cross-field error raised inside a validator that knows the exact sub-path.
+
+    Pydantic wraps it in a ``value_error`` located at the validating model; the
+    formatter appends :attr:`loc` so the message names the offending field.
+    """
+
+    def __init__(self, loc: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+# ------------------------------------------------------------------------ latency
+class _TokenTerms(BaseModel):
+    """Seconds added per 1,000 prompt / completion tokens of the task (linear in size)."""
+
+    per_1k_prompt_tokens_s: NonNegativeFloat = 0.0
+    per_1k_completion_tokens_s: NonNegativeFloat = 0.0
+
+
+# A latency is a distribution plus the size terms, written flat in YAML
+# (``latency: {median_s: 1, p95_s: 2, per_1k_completion_tokens_s: 5}``). Multiple
+# inheritance keeps the published JSON Schema exactly the shape people write.
+class LognormalLatency(Lognormal, _TokenTerms):
+    """Lognormal base latency plus size terms (the default ``dist``)."""
+
+
+class GammaLatency(Gamma, _TokenTerms):
+    """Gamma base latency plus size terms."""
+
+
+class WeibullLatency(Weibull, _TokenTerms):
+    """Weibull base latency plus size terms."""
+
+
+class ExponentialLatency(Exponential, _TokenTerms):
+    """Exponential base latency plus size terms."""
+
+
+class EmpiricalLatency(Empirical, _TokenTerms):
+    """Empirical base latency (observed samples) plus size terms."""
+
+
+class FixedLatency(Fixed, _TokenTerms):
+    """Constant base latency plus size terms."""
+
+
+Latency = distribution_union(
+    {
+        "lognormal": LognormalLatency,
+        "gamma": GammaLatency,
+        "weibull": WeibullLatency,
+        "exponential": ExponentialLatency,
+        "empirical": EmpiricalLatency,
+        "fixed": FixedLatency,
+    },
+    default="lognormal",
+)
+#: Up-time between outages (``dist`` defaults to exponential: a Poisson incident stream).
+TimeBetween = distribution_union(_DIST_CLASSES, default="exponential")
+#: Outage length (``dist`` defaults to lognormal: heavy-tailed incident durations).
+Duration = distribution_union(_DIST_CLASSES, default="lognormal")
+
+
+# ------------------------------------------------------------------------- outage
+class OutageSpec(BaseModel):
+    """An alternating renewal process of up and down periods.
+
+    Either an own process (``time_between`` = up-time between outages, ``duration`` =
+    outage length, ``mode``) or ``shared: true``, which means the model uses its
+    provider's process from the ``providers`` section, so all models of that provider
+    go down together. In ``fail_fast`` mode a call during an outage gets a 5xx after
+    the model's ``fail_fast_latency_s``; in ``hang`` mode it gets no answer until the
+    caller's timeout.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    shared: bool = False
+    time_between: TimeBetween | None = None  # type: ignore[valid-type]
+    duration: Duration | None = None  # type: ignore[valid-type]
+    mode: Literal["fail_fast", "hang"] = "fail_fast"
+
+    @model_validator(mode="after")
+    def _complete(self) -> OutageSpec:
+        if self.shared:
+            for name in ("time_between", "duration", "mode"):
+                if name in self.model_fields_set:
+                    raise _LocatedError(
+                        (name,), "not allowed with shared: true (the provider's process applies)"
+                    )
+            return self
+        for name in ("time_between", "duration"):
+            dist = getattr(self, name)
+            if dist is None:
+                raise _LocatedError((name,), "required field is missing (or set shared: true)")
+            if not dist.mean() > 0:
+                raise _LocatedError(
+                    (name,), f"expected a distribution with a positive mean, got {dist.mean()}"
+                )
+        return self
+
+
+class ProviderSpec(BaseModel):
+    """What all models of one provider share: for now, the outage process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    outage: OutageSpec | None = None
+
+    @field_validator("outage", mode="before")
+    @classmethod
+    def _not_shared(cls, v: Any) -> Any:
+        # Checked before OutageSpec's own rules, which would complain about the rest.
+        if isinstance(v, dict) and v.get("shared") is True:
+            raise _LocatedError(
+                ("shared",), "a provider's outage is itself the shared process; remove shared"
+            )
+        return v
+
+
+# --------------------------------------------------------------------- completion
+class CompletionSpec(BaseModel):
+    """Probability that an answered attempt completes the task, per task type.
+
+    ``per_type`` overrides ``default`` for the canonical task types. With
+    ``beta_concentration`` k set, each replication seed draws each probability once
+    from Beta(k p, k (1 - p)) (mean p, variance p (1 - p) / (k + 1)) to express that
+    the figure is an estimate; types without a ``per_type`` entry share the single
+    draw for ``default`` (the uncertainty is about the one published figure).
+    Probabilities of exactly 0 or 1 are kept as they are.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default: Probability
+    per_type: dict[str, Probability] = Field(default_factory=dict)
+    beta_concentration: PositiveFloat | None = None
+
+    @field_validator("per_type")
+    @classmethod
+    def _known_types(cls, v: dict[str, float]) -> dict[str, float]:
+        for key in v:
+            if key not in TASK_TYPES:
+                raise _LocatedError(
+                    (key,), f"unknown task type {key!r}; expected one of {', '.join(TASK_TYPES)}"
+                )
+        return v
+
+    def probability(self, task_type: str) -> float:
+        """The nominal (not Beta-drawn) probability for ``task_type``."""
+        return self.per_type.get(task_type, self.default)
+
+
+# -------------------------------------------------------------------------- model
+class ModelSpec(BaseModel):
+    """The stochastic model of one LLM endpoint (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Annotated[str, Field(min_length=1)]
+    completion: CompletionSpec
+    latency: Latency  # type: ignore[valid-type]
+    outage: OutageSpec | None = None
+    capacity: Annotated[int, Field(gt=0)] | None = None
+    rate_limit_rpm: PositiveFloat | None = None
+    retry_after_s: NonNegativeFloat = 1.0
+    fail_fast_latency_s: NonNegativeFloat = 0.5
+    malformed_rate: Probability = 0.0
+    server_error_rate: Probability = 0.0
+    cost_per_task: NonNegativeFloat | None = None
+    input_per_mtok: NonNegativeFloat | None = None
+    output_per_mtok: NonNegativeFloat | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if (
+            self.cost_per_task is None
+            and self.input_per_mtok is None
+            and (self.output_per_mtok is None)
+        ):
+            raise _LocatedError(
+                ("cost_per_task",),
+                "a price is required: cost_per_task and/or input_per_mtok/output_per_mtok "
+                "(0 for a free model)",
+            )
+        probs = {"completion.default": self.completion.default}
+        probs.update({f"completion.per_type.{k}": p for k, p in self.completion.per_type.items()})
+        for where, p in probs.items():
+            if p + self.malformed_rate > 1.0 + 1e-12:
+                raise _LocatedError(
+                    ("malformed_rate",),
+                    f"{where} {p} + malformed_rate {self.malformed_rate} exceeds 1 "
+                    "(both are shares of the same answers)",
+                )
+        return self
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for one call: ``cost_per_task`` plus the token prices (they add up)."""
+        c = self.cost_per_task or 0.0
+        if self.input_per_mtok:
+            c += prompt_tokens * self.input_per_mtok * 1e-6
+        if self.output_per_mtok:
+            c += completion_tokens * self.output_per_mtok * 1e-6
+        return c
+
+
+# ----------------------------------------------------------------------- scenario
+class Scenario(BaseModel):
+    """A whole scenario: providers' shared outage processes and one model per id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = "scenario"
+    description: str = ""
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    models: Annotated[dict[str, ModelSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _shared_outages_exist(self) -> Scenario:
+        for mid, spec in self.models.items():
+            if spec.outage is not None and spec.outage.shared:
+                prov = self.providers.get(spec.provider)
+                if prov is None or prov.outage is None:
+                    raise _LocatedError(
+                        ("models", mid, "outage", "shared"),
+                        f"provider {spec.provider!r} has no outage in the providers section",
+                    )
+        return self
+
+    def model(self, model_id: str) -> ModelSpec:
+        """The spec of ``model_id``; :class:`ScenarioError` naming the known ids if absent."""
+        try:
+            return self.models[model_id]
+        except KeyError:
+            raise ScenarioError(
+                f"scenario {self.name!r} has no model {model_id!r}; "
+                f"it has: {', '.join(self.models)}"
+            ) from None
+
+    def outage_of(self, model_id: str) -> tuple[str | None, OutageSpec | None]:
+        """``(process key, spec)`` of the outage process that covers ``model_id``.
+
+        The key names whose timeline it is (``provider:<name>`` or ``model:<id>``) and
+        keys the random stream, so shared models meet the very same outages.
+        """
+        spec = self.model(model_id)
+        if spec.outage is None:
+            return None, None
+        if spec.outage.shared:
+            return f"provider:{spec.provider}", self.providers[spec.provider].outage
+        return f"model:{model_id}", spec.outage
+
+    def without_uncertainty(self) -> Scenario:
+        """A copy with every ``beta_concentration`` removed (nominal probabilities)."""
+        models = {
+            mid: m.model_copy(
+                update={"completion": m.completion.model_copy(update={"beta_concentration": None})}
+            )
+            for mid, m in self.models.items()
+        }
+        return self.model_copy(update={"models": models})
+
+    def realize(
+        self,
+        seed: int,
+        horizon_s: float,
+        model_ids: Sequence[str] | None = None,
+        *,
+        max_cached_blocks: int = 512,
+    ) -> World:
+        """The scenario's randomness for replication ``seed`` (see :class:`sim.world.World`).
+
+        ``model_ids`` fixes the order of model indices (default: the file's order);
+        each must be in the scenario. ``horizon_s`` is how far outage timelines are
+        drawn up front (they extend lazily past it, identically).
+        """
+        from sim.world import World
+
+        ids = list(self.models) if model_ids is None else list(model_ids)
+        return World(self, seed, horizon_s, ids, max_cached_blocks=max_cached_blocks)
+
+
+# ------------------------------------------------------------------------ loading
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate mapping keys (PyYAML keeps the last one
+    silently, which would quietly drop a model defined twice)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,  # type: ignore[arg-type]
+)
+
+# Elements of a pydantic error location that are union tags, not fields.
+_DIST_FIELDS = frozenset({"latency", "time_between", "duration"})
+
+
+# The PydanticCustomError types of sim.distributions: their messages are complete.
+_CUSTOM_ERROR_TYPES = frozenset(
+    {
+        "finite_number",
+        "positive_number",
+        "non_negative_number",
+        "probability",
+        "lognormal_params",
+        "gamma_params",
+        "empirical_empty",
+    }
+)
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    parts: list[str] = []
+    prev: str | int | None = None
+    for item in loc:
+        if item == "[key]":
+            continue
+        if prev in _DIST_FIELDS and item in DIST_TAGS:
+            prev = item
+            continue  # the discriminated-union member, not a field the user wrote
+        parts.append(str(item))
+        prev = item
+    return ".".join(parts) or "<top level>"
+
+
+def _describe(err: Any) -> str:
+    """One ``path: message`` for one pydantic error dict."""
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
+    cause = ctx.get("error")
+    if isinstance(cause, _LocatedError):
+        return f"{_path(loc + cause.loc)}: {cause.message}"
+    msg = str(err.get("msg", "invalid"))
+    if kind == "value_error" and msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind == "extra_forbidden":
+        return f"{_path(loc)}: unknown field"
+    if kind == "missing":
+        return f"{_path(loc)}: required field is missing"
+    if kind == "union_tag_invalid":
+        given = err.get("input")
+        tag = given.get("dist") if isinstance(given, dict) else ctx.get("tag")
+        return (
+            f"{_path(loc)}.dist: unknown distribution {_short(tag)}; "
+            f"expected one of {', '.join(DIST_TAGS)}"
+        )
+    if kind == "union_tag_not_found":
+        return f"{_path(loc)}: expected a distribution mapping, got {_short(err.get('input'))}"
+    if kind in {"model_type", "model_attributes_type", "dict_type"}:
+        return f"{_path(loc)}: expected a mapping, got {_short(err.get('input'))}"
+    # Our own PydanticCustomErrors already say what they got; pydantic's own don't.
+    if kind not in _CUSTOM_ERROR_TYPES:
+        msg = f"{msg[:1].lower()}{msg[1:]}, got {_short(err.get('input'))}"
+    return f"{_path(loc)}: {msg}"
+
+
+def _format_validation_error(source: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = _describe(errors[0])
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{source}: {first}{more}"
+
+
+def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:
+    """Validate an already-parsed mapping; errors name ``source`` and the field path."""
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_format_validation_error(source, exc)) from exc
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate a scenario file (YAML, or JSON by a ``.json`` suffix).
+
+    Every failure (missing file, YAML syntax, duplicate key, schema) is a
+    :class:`ScenarioError` with one line that starts with the file name.
+    """
+    p = Path(path)
+    source = p.name if p.name else str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError(f"{p}: no such scenario file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{p}: cannot read the scenario file: {exc}") from exc
+    return _parse_text(text, source, json_=p.suffix.lower() == ".json")
+
+
+def _parse_text(text: str, source: str, *, json_: bool = False) -> Scenario:
+    if json_:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(
+                f"{source}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from exc
+    else:
+        try:
+            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        except yaml.MarkedYAMLError as exc:
+            mark = exc.problem_mark or exc.context_mark
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            what = exc.problem or exc.context or "syntax error"
+            raise ScenarioError(f"{source}: invalid YAML{where}: {what}") from exc
+        except yaml.YAMLError as exc:
+            raise ScenarioError(f"{source}: invalid YAML: {exc}") from exc
+    return parse_scenario(data, source)
+
+
+def load_seed_scenario() -> Scenario:
+    """The shipped ``seed`` scenario (``sim/data/seed_scenario.yaml``)."""
+    text = (resources.files("sim") / "data" / "seed_scenario.yaml").read_text(encoding="utf-8")
+    return _parse_text(text, "seed_scenario.yaml")
+
+
+def scenario_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a scenario file (pydantic's validation schema)."""
+    return Scenario.model_json_schema()
