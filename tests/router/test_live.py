@@ -6,13 +6,25 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
 
 import pytest
 
 from router import Task, config_from_dict
 from router.live import Router, RoutingError
 from router.recording import TraceRecorder
-from router.testing_http import Hang, Json, ScriptedServer, openai_completion
+from router.testing_http import (
+    SSE,
+    Hang,
+    Json,
+    RateLimit,
+    Raw,
+    Reset,
+    ScriptedServer,
+    Truncated,
+    openai_completion,
+    openai_stream,
+)
 
 KEY = "sk-test-DO-NOT-LEAK-0123456789abcdef"
 
@@ -173,3 +185,78 @@ def test_api_key_never_written_anywhere(tmp_path, capfd) -> None:
     for root, _, files in os.walk(tmp_path):
         for f in files:
             assert KEY not in open(os.path.join(root, f), errors="replace").read()
+
+
+def _route_once(primary_reply, *, stream: bool = False, **route_kw) -> tuple:
+    """Route one task: model a answers ``primary_reply``, model b answers well."""
+    good = SSE(openai_stream(['{"ok"', ": 1}"])) if stream else Json(openai_completion('{"ok": 1}'))
+    with ScriptedServer(default=primary_reply) as a, ScriptedServer(default=good) as b:
+        data = make_config({"a": a.url, "b": b.url}, **route_kw).model_dump()
+        for m in data["models"]:
+            m["endpoint"].update(stream=stream, first_token_timeout_s=0.3, stall_timeout_s=0.3)
+        cfg = config_from_dict(data)
+
+        async def main():
+            async with Router(cfg) as router:
+                t0 = time.monotonic()
+                res = await router.route(Task("t", "json", payload="{}"))
+                return res, time.monotonic() - t0
+
+        res, elapsed = asyncio.run(main())
+    return res, elapsed
+
+
+def test_429_retry_after_is_waited_when_it_fits_the_deadline() -> None:
+    with ScriptedServer(
+        RateLimit(retry_after=0.3), default=Json(openai_completion('{"ok": 1}'))
+    ) as a:
+        cfg = make_config({"a": a.url}, attempts_per_model=2, max_latency_ms=3000)
+
+        async def main():
+            async with Router(cfg) as router:
+                t0 = time.monotonic()
+                res = await router.route(Task("t", "json", payload="{}"))
+                return res, time.monotonic() - t0
+
+        res, elapsed = asyncio.run(main())
+    assert [x.kind for x in res.attempts] == ["rate_limited", "ok"] and res.model == "a"
+    assert elapsed >= 0.3
+
+
+def test_429_retry_after_beyond_the_deadline_falls_back_at_once() -> None:
+    res, elapsed = _route_once(RateLimit(retry_after=30), attempts_per_model=2)
+    assert [(x.model, x.kind) for x in res.attempts] == [("a", "rate_limited"), ("b", "ok")]
+    assert elapsed < 1.0
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (Reset(), "connection"),
+        (Truncated(declared_length=4096), "connection"),
+        (Raw(b"<html>502 Bad Gateway</html>", 200, "text/html"), "malformed"),
+    ],
+    ids=["reset", "truncated", "non-json"],
+)
+def test_broken_bodies_are_recorded_and_fall_back(reply, kind: str) -> None:
+    res, _ = _route_once(reply)
+    assert [(x.model, x.kind) for x in res.attempts] == [("a", kind), ("b", "ok")]
+
+
+def _late(chunks: list, index: int, delay: float) -> list:
+    return [replace(c, delay_s=delay) if i == index else c for i, c in enumerate(chunks)]
+
+
+@pytest.mark.parametrize(
+    ("reply", "kind"),
+    [
+        (SSE(openai_stream(["{", '"a": 1', "}"]), cut_after=2), "connection"),
+        (SSE(_late(openai_stream(["{", '"a": 1', "}"]), 2, 2.0)), "timeout"),
+        (SSE(_late(openai_stream(["{", "}"]), 0, 2.0)), "timeout"),
+    ],
+    ids=["cut", "stall", "late-first-token"],
+)
+def test_broken_streams_fail_never_truncated_success(reply, kind: str) -> None:
+    res, elapsed = _route_once(reply, stream=True)
+    assert [(x.model, x.kind) for x in res.attempts] == [("a", kind), ("b", "ok")]
+    assert res.output == '{"ok": 1}' and elapsed < 2.0
