@@ -83,13 +83,16 @@ class SpendLedger:
         self.rejections = 0
         self.reconfigure(budget, model_ids, providers)
 
-    def reconfigure(self, budget: Budget, model_ids: Sequence[str], providers: Sequence[str]) -> None:
+    def reconfigure(
+        self, budget: Budget, model_ids: Sequence[str], providers: Sequence[str]
+    ) -> None:
         """Apply new caps. ``model_ids`` must extend the current list (indices are stable:
         a live reload keeps in-flight reservations and today's spend)."""
         if list(model_ids[: len(self.model_ids)]) != self.model_ids:
             raise ValueError("model indices must stay stable across a reconfiguration")
-        for mid, prov in zip(model_ids[len(self.model_ids) :], providers[len(self.model_ids) :],
-                             strict=True):
+        for mid, prov in zip(
+            model_ids[len(self.model_ids) :], providers[len(self.model_ids) :], strict=True
+        ):
             if prov not in self._prov_index:
                 self._prov_index[prov] = len(self.provider_names)
                 self.provider_names.append(prov)
@@ -119,7 +122,9 @@ class SpendLedger:
             *zip(self._provider_caps, self.spent_provider, strict=True),
         ):
             if cap is not None:
-                while cap.next_i < len(cap.fractions) and spent >= cap.fractions[cap.next_i] * cap.cap:
+                while (
+                    cap.next_i < len(cap.fractions) and spent >= cap.fractions[cap.next_i] * cap.cap
+                ):
                     cap.next_i += 1
 
     # -- days -----------------------------------------------------------------------

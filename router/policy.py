@@ -180,7 +180,9 @@ class RoutingPolicy:
                 models.append(_Model(i, p))
                 index[p.id] = i
                 self.breakers.append(CircuitBreaker(config.breaker, self.rng))
-                self.health.append(ModelHealth(config.health.ewma_alpha, config.health.error_window))
+                self.health.append(
+                    ModelHealth(config.health.ewma_alpha, config.health.error_window)
+                )
             else:
                 models[i] = _Model(i, p)
         for b in self.breakers:
