@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
+from sim.results import SCALAR_KEYS
 from sim.scenario import Scenario, load_scenario, load_seed_scenario
 
 app = typer.Typer(
@@ -95,21 +96,7 @@ def _print_summary(summary: dict, out: Path | None) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     ci = summary.get("ci", {})
-    for key in (
-        "tasks",
-        "completed",
-        "completion_rate",
-        "cost_usd",
-        "cost_per_task",
-        "cost_per_success",
-        "latency_p50_s",
-        "latency_p95_s",
-        "latency_p99_s",
-        "throughput_per_hour",
-        "fallback_rate",
-        "breaker_trips",
-        "budget_rejections",
-    ):
+    for key in SCALAR_KEYS:
         v = summary[key]
         text = f"{v:,.6g}" if isinstance(v, float) else f"{v:,}"
         if key in ci:
