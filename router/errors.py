@@ -15,6 +15,9 @@ Library code raises these; only the CLI layer turns them into exit codes.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 
 class CostRouteError(Exception):
     """Base class of every error this toolkit raises on purpose."""
@@ -30,3 +33,30 @@ class InputError(CostRouteError, ValueError):
 
 class ConfigError(InputError):
     """A router config that does not validate."""
+
+
+def run_cli(app: Any) -> None:
+    """Run a Typer app so that usage errors, like bad input, are one line and exit code 2.
+
+    Typer's default prints a boxed, multi-line message (or a traceback for a value
+    its converters reject); our CLIs promise one line that names the option.
+    """
+    import typer
+
+    # Typer vendors its own click; catch its ClickException, whatever module holds it.
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        rc = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("error: aborted\n")
+        raise SystemExit(130) from None
+    except click_error as exc:
+        message = " ".join(exc.format_message().split())
+        if message:  # empty for "no arguments: show help", which click already printed
+            sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    # Without standalone mode a command's Exit comes back as a return value.
+    if isinstance(rc, int) and rc:
+        raise SystemExit(rc)

@@ -6,9 +6,9 @@ streams the full per-task records to Parquet in chunks, so a million-task
 replay holds tens of megabytes, not gigabytes.
 
 Summary keys (:func:`summarize`): ``tasks``, ``completed``, ``completion_rate``,
-``cost_usd``, ``cost_per_task``, ``cost_per_success``, ``latency_p50_s``,
-``latency_p95_s``, ``latency_p99_s`` (end-to-end task latency, waits and
-failover included, over all tasks), ``throughput_per_hour`` (completed tasks per
+``cost_usd``, ``cost_per_task``, ``cost_per_success``, ``latency_mean_s``,
+``latency_p50_s``, ``latency_p95_s``, ``latency_p99_s`` (end-to-end task latency,
+waits and failover included, over all tasks), ``throughput_per_hour`` (completed tasks per
 hour between the first arrival and the last finish), ``fallback_rate`` (share of
 tasks that called more than one model), ``breaker_trips``,
 ``budget_rejections`` (tasks that had a candidate skipped for budget) and
@@ -59,6 +59,7 @@ SCALAR_KEYS: tuple[str, ...] = (
     "cost_usd",
     "cost_per_task",
     "cost_per_success",
+    "latency_mean_s",
     "latency_p50_s",
     "latency_p95_s",
     "latency_p99_s",
@@ -214,6 +215,7 @@ def summarize(
         "cost_usd": _f(cost),
         "cost_per_task": _f(cost / n) if n else 0.0,
         "cost_per_success": _f(cost / completed) if completed else (math.inf if cost else 0.0),
+        "latency_mean_s": _f(float(lat.mean())) if n else 0.0,
         "latency_p50_s": _f(p50),
         "latency_p95_s": _f(p95),
         "latency_p99_s": _f(p99),

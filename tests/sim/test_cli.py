@@ -48,6 +48,7 @@ def test_replay_json_prints_exactly_the_summary(small_trace: Path, tmp_path: Pat
         "cost_usd",
         "cost_per_task",
         "cost_per_success",
+        "latency_mean_s",
         "latency_p50_s",
         "latency_p95_s",
         "latency_p99_s",

@@ -1,0 +1,65 @@
+"""Where studies live: a journal file by default, or any SQLAlchemy database URL.
+
+``None`` (the default) is a journal file ``./studies/<study>.journal``: an
+append-only log that several processes on one machine share through a file
+lock, and that survives a killed process with every finished trial intact.
+A plain path is a journal file too. ``sqlite:///file.db`` and server URLs such
+as ``postgresql://user:password@host:5432/db`` use Optuna's RDB storage, which
+workers on several machines can share.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from router.errors import InputError
+
+STUDIES_DIR = Path("studies")
+_URL = re.compile(r"^[a-z][a-z0-9+]*://", re.IGNORECASE)
+
+
+def resolve_storage(storage: str | None, study: str) -> str:
+    """The storage string a study uses: a database URL, or a journal file's path."""
+    if not study or not re.fullmatch(r"[A-Za-z0-9._-]+", study):
+        raise InputError(
+            f"--study: expected a name of letters, digits, '.', '_' or '-', got {study!r}"
+        )
+    if storage is None or storage == "":
+        return str(STUDIES_DIR / f"{study}.journal")
+    return storage
+
+
+def is_url(storage: str) -> bool:
+    return bool(_URL.match(storage))
+
+
+def redact(storage: str) -> str:
+    """The storage string with any password replaced by ``***`` (safe to print or record)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", storage)
+
+
+def open_storage(storage: str) -> Any:
+    """An Optuna storage object for a resolved storage string (one per process)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if is_url(storage):
+        if storage.startswith("redis"):
+            raise InputError(f"--storage: {redact(storage)}: Redis journals are not supported")
+        try:
+            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+        except ImportError as exc:
+            raise InputError(
+                f"--storage: {redact(storage)}: database driver missing ({exc.name}); "
+                "for PostgreSQL install psycopg2-binary"
+            ) from None
+        except Exception as exc:  # SQLAlchemy raises many types; the message is what matters
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"--storage: {redact(storage)}: cannot open: {first}") from None
+    path = Path(storage)
+    if path.exists() and path.is_dir():
+        raise InputError(f"--storage: {path}: is a directory; expected a journal file or a URL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))

@@ -1,0 +1,590 @@
+"""The study runner: Optuna trials scored by the simulator, a winner chosen on held-out seeds.
+
+How a study runs (:func:`run_study`):
+
+1. The search space is derived from the base config and the scenario
+   (:class:`~optimize.space.SearchSpace`) and stored with the study, with the
+   objective and the base config, so that ``optimize show`` and ``optimize
+   export`` need nothing but the storage. The base config's own parameters are
+   enqueued as trial 0.
+2. Each trial builds a config and replays the traces under ``replications``
+   seeds ``seed, seed+1, …`` (the same seeds for every trial: common random
+   numbers, so trials differ by their config, not by their luck). For a scalar
+   objective the running mean is reported after each replication and a median
+   pruner stops trials that are already behind.
+3. ``--jobs N`` runs N worker processes on the same storage; each takes trial
+   slots from a shared counter, so the study ends with exactly the requested
+   number of finished (complete or pruned) trials. Trials left RUNNING by a
+   killed process on this machine are marked FAIL when the study is resumed;
+   every finished trial is kept.
+4. The top ``top_k`` distinct feasible trials (for ``multi``: Pareto points,
+   ranked by net value) and the base config are re-run on ``holdout_replications``
+   held-out seeds (``seed + 10000 + i``, never used in training) and on the
+   held-out traces when given. The winner is the best there; its confidence
+   interval and its paired improvement over the base config (same seeds) are
+   reported and stored on the study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import multiprocessing as mp
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from optimize.objective import Objective
+from optimize.space import SearchSpace, SpaceSpec
+from optimize.storage import open_storage, redact
+from router import RouterConfig, config_from_dict
+from router.errors import InputError
+from sim.replay import replay
+from sim.results import SCALAR_KEYS, mean_ci, paired_difference
+from sim.scenario import Scenario
+from sim.trace import ReplayColumns
+
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
+HOLDOUT_SEED_OFFSET = 10_000
+Traces = Sequence[tuple[str, ReplayColumns]]
+
+
+# ----------------------------------------------------------------- evaluation
+class Evaluator:
+    """Replays a fixed set of traces under a config and a seed (one summary per seed)."""
+
+    def __init__(self, traces: Traces, scenario: Scenario) -> None:
+        if not traces:
+            raise InputError("traces: no task traces to evaluate on")
+        self.traces = list(traces)
+        self.scenario = scenario
+
+    def summary(self, config: RouterConfig, seed: int) -> dict[str, Any]:
+        """The merged summary of every trace under one seed."""
+        report = replay(
+            traces=self.traces, config=config, scenario=self.scenario, seed=seed, figures=False
+        )
+        return report.per_seed[0]
+
+    def fingerprint(self) -> str:
+        """Names and sizes of the traces (a resumed study must use the same ones)."""
+        return ", ".join(f"{name}:{len(cols.task_ids)}" for name, cols in self.traces)
+
+
+def mean_metrics(summaries: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Per-metric mean over replications (scalar summary keys only)."""
+    return {k: float(np.mean([s[k] for s in summaries])) for k in SCALAR_KEYS}
+
+
+# ----------------------------------------------------------------- settings
+@dataclass
+class StudySettings:
+    """Everything :func:`run_study` needs besides the traces and the scenario."""
+
+    study: str
+    storage: str
+    base: RouterConfig
+    objective: Objective = field(default_factory=Objective)
+    spec: SpaceSpec = field(default_factory=SpaceSpec)
+    trials: int = 100
+    jobs: int = 1
+    seed: int = 0
+    replications: int = 3
+    holdout_replications: int = 10
+    top_k: int = 5
+    sampler: str = "tpe"
+    prune: bool = True
+
+    def check(self) -> None:
+        """One-line errors for settings out of range."""
+        for key, low in (
+            ("trials", 1),
+            ("jobs", 1),
+            ("replications", 1),
+            ("holdout_replications", 2),
+            ("top_k", 1),
+        ):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise InputError(
+                    f"--{key.replace('_', '-')}: expected an integer >= {low}, got {v!r}"
+                )
+        if self.sampler not in SAMPLERS:
+            raise InputError(
+                f"--sampler: unknown sampler {self.sampler!r} "
+                f"(expected one of {', '.join(SAMPLERS)})"
+            )
+        if self.sampler == "gp":
+            import importlib.util
+
+            if importlib.util.find_spec("torch") is None:
+                raise InputError(
+                    "--sampler gp: Optuna's GP sampler needs PyTorch (pip install 'costroute[gp]')"
+                )
+
+
+def make_sampler(name: str, seed: int, multi: bool) -> Any:
+    """A seeded Optuna sampler by name (TPE handles multi-objective studies too)."""
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _derived_seed(*parts: int) -> int:
+    """A sampler seed from (study seed, worker, trials already run): resumed or parallel
+    workers must not replay the same random start-up points."""
+    return int(np.random.SeedSequence([abs(int(p)) for p in parts]).generate_state(1)[0])
+
+
+# ----------------------------------------------------------------- trial objective
+@dataclass
+class _Context:
+    """What a worker needs; inherited by forked workers, never pickled."""
+
+    settings: StudySettings
+    space: SearchSpace
+    evaluator: Evaluator
+    storage: str
+
+
+def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
+    import optuna
+
+    s = ctx.settings
+    obj = s.objective
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    config = ctx.space.suggest(trial)
+    summaries: list[dict[str, Any]] = []
+    values: list[float] = []
+    for r in range(s.replications):
+        summary = ctx.evaluator.summary(config, s.seed + r)
+        summaries.append(summary)
+        values.append(obj.value(summary))
+        if not obj.multi and s.prune and s.replications > 1:
+            trial.report(float(np.mean(values)), step=r)
+            if r < s.replications - 1 and trial.should_prune():
+                trial.set_user_attr("metrics", mean_metrics(summaries))
+                raise optuna.TrialPruned()
+    metrics = mean_metrics(summaries)
+    trial.set_user_attr("metrics", metrics)
+    trial.set_user_attr("seed_values", values)
+    for key, v in obj.constraints.values(metrics).items():
+        trial.set_constraint(key, v)
+    out = obj.values(metrics)
+    return out if obj.multi else out[0]
+
+
+def _finished(study: Any) -> list[Any]:
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(deepcopy=False, states=states)
+
+
+def _worker(
+    ctx: _Context,
+    worker: int,
+    slots: Any,
+    callback: Callable[[Any, Any], None] | None = None,
+) -> None:
+    """Run trials until the shared slot counter is empty (or the study is full)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    s = ctx.settings
+    storage = open_storage(ctx.storage)
+    probe = optuna.load_study(study_name=s.study, storage=storage)
+    sampler = make_sampler(
+        s.sampler, _derived_seed(s.seed, worker, len(probe.trials)), s.objective.multi
+    )
+    pruner = (
+        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+        if s.prune and not s.objective.multi
+        else optuna.pruners.NopPruner()
+    )
+    study = optuna.load_study(study_name=s.study, storage=storage, sampler=sampler, pruner=pruner)
+    callbacks = [callback] if callback is not None else None
+    while True:
+        with slots.get_lock():
+            if slots.value <= 0:
+                return
+            slots.value -= 1
+        # Workers on other machines share the study: stop once it holds enough trials.
+        if len(_finished(study)) >= s.trials:
+            return
+        study.optimize(lambda t: _evaluate_trial(ctx, t), n_trials=1, callbacks=callbacks)
+
+
+def _fail_stale_trials(study: Any) -> int:
+    """Mark RUNNING trials whose worker process on this host is gone as FAIL."""
+    import optuna
+
+    host = socket.gethostname()
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = str(t.user_attrs.get("worker", ""))
+        w_host, _, pid = worker.rpartition(":")
+        if w_host != host or not pid.isdigit():
+            continue
+        if _alive(int(pid)):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+        n += 1
+    return n
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie (killed, not yet reaped) still answers kill(0): read its state.
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+# ----------------------------------------------------------------- study setup
+def _study_attrs(
+    settings: StudySettings, space: SearchSpace, evaluator: Evaluator
+) -> dict[str, Any]:
+    return {
+        "costroute": 1,
+        "base_config": settings.base.model_dump(mode="json"),
+        "space": space.resolved_spec().to_dict(),
+        "objective": settings.objective.to_dict(),
+        "seed": settings.seed,
+        "replications": settings.replications,
+        "traces": evaluator.fingerprint(),
+    }
+
+
+def create_or_load(settings: StudySettings, space: SearchSpace, evaluator: Evaluator) -> Any:
+    """Create the study (storing its definition and enqueuing the base config) or resume it.
+
+    A resumed study must have been made with the same objective, seeds and
+    traces: trials scored differently cannot be compared, so that is an error.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(settings.storage)
+    directions = settings.objective.directions
+    study = optuna.create_study(
+        study_name=settings.study, storage=storage, directions=directions, load_if_exists=True
+    )
+    attrs = _study_attrs(settings, space, evaluator)
+    if not study.user_attrs.get("costroute"):
+        if study.trials:
+            raise InputError(
+                f"--study {settings.study}: exists in {redact(settings.storage)} but was not "
+                "made by this tool"
+            )
+        for k, v in attrs.items():
+            study.set_user_attr(k, v)
+        study.enqueue_trial(space.base_params())
+        return study
+    stored = study.user_attrs
+    for key in ("objective", "seed", "replications", "traces"):
+        if stored.get(key) != attrs[key]:
+            raise InputError(
+                f"--study {settings.study}: already exists with a different {key} "
+                f"({_short(stored.get(key))} vs {_short(attrs[key])}); use a new --study name"
+            )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise InputError(f"--study {settings.study}: exists with other objective directions")
+    return study
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def space_of(study: Any) -> tuple[SearchSpace, RouterConfig, Objective]:
+    """Rebuild a stored study's space, base config and objective from its user attrs."""
+    attrs = study.user_attrs
+    if not attrs.get("costroute"):
+        raise InputError(
+            f"study {study.study_name!r}: not made by `optimize run` (no stored space)"
+        )
+    base = config_from_dict(attrs["base_config"], source=f"study {study.study_name} base config")
+    spec = SpaceSpec.from_dict(attrs["space"], source=f"study {study.study_name}")
+    return SearchSpace(base, None, spec), base, Objective.from_dict(attrs["objective"])
+
+
+# ----------------------------------------------------------------- holdout
+@dataclass
+class Candidate:
+    trial: int | None  # None: the base config
+    config: RouterConfig
+    train_value: float | None
+
+
+_POOL_EVALUATOR: Evaluator | None = None
+
+
+def _pool_summary(args: tuple[dict[str, Any], int]) -> dict[str, Any]:
+    data, seed = args
+    assert _POOL_EVALUATOR is not None
+    return _POOL_EVALUATOR.summary(config_from_dict(data), seed)
+
+
+def _summaries(
+    evaluator: Evaluator, configs: Sequence[RouterConfig], seeds: Sequence[int], jobs: int
+) -> list[list[dict[str, Any]]]:
+    """Summaries for every (config, seed), in parallel forked processes when jobs > 1."""
+    global _POOL_EVALUATOR
+    work = [(c.model_dump(mode="json"), s) for c in configs for s in seeds]
+    if jobs > 1 and "fork" in mp.get_all_start_methods():
+        _POOL_EVALUATOR = evaluator
+        try:
+            with mp.get_context("fork").Pool(jobs) as pool:
+                flat = pool.map(_pool_summary, work, chunksize=1)
+        finally:
+            _POOL_EVALUATOR = None
+    else:
+        flat = [evaluator.summary(c, s) for c in configs for s in seeds]
+    n = len(seeds)
+    return [flat[i * n : (i + 1) * n] for i in range(len(configs))]
+
+
+def select_candidates(
+    study: Any, space: SearchSpace, objective: Objective, k: int
+) -> list[Candidate]:
+    """The top ``k`` distinct feasible finished trials (multi: Pareto points by net value)."""
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
+    pool = feasible or complete
+    if objective.multi:
+        front = {t.number for t in study.best_trials} or {t.number for t in pool}
+        pool = [t for t in pool if t.number in front]
+        ranked = sorted(pool, key=lambda t: -objective.value(t.user_attrs["metrics"]))
+    else:
+        ranked = sorted(pool, key=lambda t: -(t.value if t.value is not None else -math.inf))
+    seen: set[str] = set()
+    out: list[Candidate] = []
+    for t in ranked:
+        cfg = space.build(t.params)
+        key = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+        if key in seen:
+            continue
+        seen.add(key)
+        train = objective.value(t.user_attrs["metrics"])
+        out.append(Candidate(t.number, cfg, train))
+        if len(out) == k:
+            break
+    return out
+
+
+def holdout(
+    study: Any,
+    space: SearchSpace,
+    base: RouterConfig,
+    objective: Objective,
+    evaluator: Evaluator,
+    *,
+    seed: int,
+    replications: int,
+    top_k: int,
+    jobs: int = 1,
+) -> dict[str, Any]:
+    """Re-run the top trials and the base config on held-out seeds; choose the winner there."""
+    cands = select_candidates(study, space, objective, top_k)
+    if not cands:
+        raise InputError(f"study {study.study_name!r}: no completed trial to choose from")
+    seeds = [seed + HOLDOUT_SEED_OFFSET + i for i in range(replications)]
+    runs = _summaries(evaluator, [base] + [c.config for c in cands], seeds, jobs)
+    base_runs, cand_runs = runs[0], runs[1:]
+    base_vals = [objective.value(s) for s in base_runs]
+    rows = []
+    for c, summaries in zip(cands, cand_runs, strict=True):
+        vals = [objective.value(s) for s in summaries]
+        metrics = mean_metrics(summaries)
+        rows.append(
+            {
+                "trial": c.trial,
+                "train_value": c.train_value,
+                "values": vals,
+                "mean": float(np.mean(vals)),
+                "feasible": objective.constraints.feasible(metrics),
+                "metrics": metrics,
+            }
+        )
+    feasible = [r for r in rows if r["feasible"]] or rows
+    win = max(feasible, key=lambda r: r["mean"])
+    m, h = mean_ci(win["values"])
+    diff = paired_difference(base_vals, win["values"])
+    return {
+        "best_trial": win["trial"],
+        "holdout_value": m,
+        "holdout_ci_low": m - h,
+        "holdout_ci_high": m + h,
+        "base_value": float(np.mean(base_vals)),
+        "improvement_vs_base": diff["diff"],
+        "improvement_ci_low": diff["diff_ci_low"],
+        "improvement_ci_high": diff["diff_ci_high"],
+        "feasible": win["feasible"],
+        "holdout_seeds": seeds,
+        "metrics": win["metrics"],
+        "base_metrics": mean_metrics(base_runs),
+        "base_values": base_vals,
+        "values": win["values"],
+        "candidates": [
+            {k: r[k] for k in ("trial", "train_value", "mean", "feasible")} for r in rows
+        ],
+    }
+
+
+# ----------------------------------------------------------------- the runner
+@dataclass
+class StudyReport:
+    """What :func:`run_study` returns: the JSON summary, the study and its space."""
+
+    summary: dict[str, Any]
+    study: Any
+    space: SearchSpace
+    holdout: dict[str, Any]
+
+
+def run_study(
+    traces: Traces,
+    scenario: Scenario,
+    settings: StudySettings,
+    *,
+    holdout_traces: Traces | None = None,
+    progress: Callable[[int, int, float | None], None] | None = None,
+) -> StudyReport:
+    """Run (or resume) a study to ``settings.trials`` finished trials, then the holdout.
+
+    ``progress(done, total, best)`` is called as trials finish.
+    """
+    import optuna
+
+    settings.check()
+    evaluator = Evaluator(traces, scenario)
+    space = SearchSpace(
+        settings.base,
+        scenario,
+        settings.spec,
+        value_per_success=settings.objective.value_per_success,
+        latency_cost_per_s=settings.objective.latency_cost_per_s,
+    )
+    if not space.params:
+        raise InputError("space: every parameter is frozen; nothing to search")
+    study = create_or_load(settings, space, evaluator)
+    # Resuming: use the space the study was made with (its candidates were ranked then).
+    space, _, _ = space_of(study)
+    _fail_stale_trials(study)
+    ctx = _Context(settings, space, evaluator, settings.storage)
+    remaining = max(0, settings.trials - len(_finished(study)))
+    started = time.perf_counter()
+
+    def best_value(st: Any) -> float | None:
+        if settings.objective.multi:
+            return None
+        try:
+            return float(st.best_value)
+        except ValueError:
+            return None
+
+    if remaining:
+        if settings.jobs == 1 or "fork" not in mp.get_all_start_methods():
+            slots = mp.Value("i", remaining)
+
+            def on_trial(st: Any, _t: Any) -> None:
+                if progress is not None:
+                    progress(len(_finished(st)), settings.trials, best_value(st))
+
+            _worker(ctx, 0, slots, on_trial)
+        else:
+            _run_parallel(ctx, remaining, progress, best_value)
+    study = optuna.load_study(study_name=settings.study, storage=open_storage(settings.storage))
+    elapsed = time.perf_counter() - started
+    ho_eval = Evaluator(holdout_traces, scenario) if holdout_traces else evaluator
+    result = holdout(
+        study,
+        space,
+        settings.base,
+        settings.objective,
+        ho_eval,
+        seed=settings.seed,
+        replications=settings.holdout_replications,
+        top_k=settings.top_k,
+        jobs=settings.jobs,
+    )
+    result["holdout_traces"] = ho_eval.fingerprint()
+    study.set_user_attr("holdout", result)
+    finished = _finished(study)
+    summary = {
+        "study": settings.study,
+        "storage": redact(settings.storage),
+        "best_trial": result["best_trial"],
+        "objective": settings.objective.name,
+        "holdout_value": result["holdout_value"],
+        "holdout_ci_low": result["holdout_ci_low"],
+        "holdout_ci_high": result["holdout_ci_high"],
+        "improvement_vs_base": result["improvement_vs_base"],
+        "improvement_ci_low": result["improvement_ci_low"],
+        "improvement_ci_high": result["improvement_ci_high"],
+        "base_value": result["base_value"],
+        "feasible": result["feasible"],
+        "trials": len(finished),
+        "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
+        "seconds": round(elapsed, 3),
+        "metrics": result["metrics"],
+        "base_metrics": result["base_metrics"],
+    }
+    return StudyReport(summary, study, space, result)
+
+
+def _run_parallel(
+    ctx: _Context,
+    remaining: int,
+    progress: Callable[[int, int, float | None], None] | None,
+    best_value: Callable[[Any], float | None],
+) -> None:
+    """Fork ``jobs`` workers on the shared storage; poll it for progress until they end."""
+    import optuna
+
+    fork = mp.get_context("fork")
+    slots = fork.Value("i", remaining)
+    procs = [
+        fork.Process(target=_worker, args=(ctx, w, slots), name=f"optimize-worker-{w}")
+        for w in range(ctx.settings.jobs)
+    ]
+    for p in procs:
+        p.start()
+    watcher = optuna.load_study(study_name=ctx.settings.study, storage=open_storage(ctx.storage))
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=0.5)
+            if progress is not None:
+                progress(len(_finished(watcher)), ctx.settings.trials, best_value(watcher))
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join()
+    bad = [p for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"worker {bad[0].name} exited with code {bad[0].exitcode}")
