@@ -640,7 +640,10 @@ def test_litellm_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) 
 
 
 @pytest.mark.skipif(importlib.util.find_spec("litellm") is None, reason="litellm not installed")
-def test_real_litellm_over_the_loopback_server() -> None:
+def test_real_litellm_over_the_loopback_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read when litellm is first imported: its bundled cost map, no fetch from the network.
+    monkeypatch.setenv("LITELLM_OFFLINE_MODE", "true")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     with ScriptedServer(Json(openai_completion("hi")), Json(openai_error("x"), 503)) as server:
         endpoint = Endpoint(
             kind="litellm", base_url=server.url + "/v1", model="openai/m-1", api_key_env=KEY_ENV
