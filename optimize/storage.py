@@ -10,9 +10,14 @@ workers on several machines can share.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
+
+from optuna.storages.journal._file import BaseJournalFileLock
 
 from router.errors import InputError
 
@@ -40,6 +45,42 @@ def redact(storage: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", storage)
 
 
+class FlockLock(BaseJournalFileLock):
+    """The journal's lock as an ``flock`` on a side file: released by the kernel when
+    its holder dies.
+
+    Optuna's own file locks are files that exist while held, so a worker killed
+    while holding one leaves it behind, and the next run waits out a grace
+    period (or, with a relative journal path, spins forever on a dangling
+    symlink). A study must resume at once after a SIGKILL, hence this lock.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+        self._thread_lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        self._thread_lock.acquire()
+        try:
+            fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        try:
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+        finally:
+            self._thread_lock.release()
+
+
 def open_storage(storage: str) -> Any:
     """An Optuna storage object for a resolved storage string (one per process)."""
     import optuna
@@ -62,4 +103,5 @@ def open_storage(storage: str) -> Any:
     if path.exists() and path.is_dir():
         raise InputError(f"--storage: {path}: is a directory; expected a journal file or a URL")
     path.parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(path)))
+    absolute = str(path.resolve())
+    return JournalStorage(JournalFileBackend(absolute, lock_obj=FlockLock(absolute + ".flock")))

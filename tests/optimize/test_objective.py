@@ -44,8 +44,9 @@ def test_multi_returns_three_metrics_with_directions() -> None:
 
 
 def test_constraint_values_are_signed_violations() -> None:
-    c = Constraints(min_completion_rate=0.95, max_latency_p95_s=5.0, max_cost_per_task=0.001,
-                    budget_usd=3.0)
+    c = Constraints(
+        min_completion_rate=0.95, max_latency_p95_s=5.0, max_cost_per_task=0.001, budget_usd=3.0
+    )
     v = c.values(SUMMARY)
     assert v["min_completion_rate"] == pytest.approx(0.05)
     assert v["max_latency_p95_s"] == pytest.approx(-1.0)
@@ -89,10 +90,16 @@ def test_make_objective_layers_preset_file_and_flags() -> None:
     [
         ({"name": "profit"}, "objective: unknown objective 'profit'"),
         ({"preset": "cheap"}, "preset: unknown preset 'cheap'"),
-        ({"value_per_success": -1.0}, "objective.value_per_success: expected a number >= 0, got -1.0"),
+        (
+            {"value_per_success": -1.0},
+            "objective.value_per_success: expected a number >= 0, got -1.0",
+        ),
         ({"min_completion_rate": -0.1}, "constraints.min_completion_rate: expected a number >= 0"),
         ({"settings": {"colour": 1}}, "study file: unknown key 'colour'"),
-        ({"settings": {"constraints": {"max_cost": 1}}}, "constraints.max_cost: unknown constraint"),
+        (
+            {"settings": {"constraints": {"max_cost": 1}}},
+            "constraints.max_cost: unknown constraint",
+        ),
     ],
 )
 def test_bad_objective_settings_are_one_line_errors(kwargs: dict, message: str) -> None:

@@ -177,8 +177,11 @@ def test_grid_enumerates_every_distinct_config(
     assert space.grid_size() == 60
     assert len(configs) == 60
     keys = {
-        (tuple(c.routes["regex_generation"].chain), c.routes["regex_generation"].attempts_per_model,
-         c.routes["regex_generation"].ordering)
+        (
+            tuple(c.routes["regex_generation"].chain),
+            c.routes["regex_generation"].attempts_per_model,
+            c.routes["regex_generation"].ordering,
+        )
         for c in configs
     }
     assert len(keys) == 60

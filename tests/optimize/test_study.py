@@ -1,0 +1,271 @@
+"""The study runner: trial counts, resume, determinism, holdout, export to the live router."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from optimize import (
+    Objective,
+    SpaceSpec,
+    StudySettings,
+    open_storage,
+    run_study,
+    space_of,
+    to_litellm,
+    write_export,
+)
+from router import InputError, RouterConfig, config_from_dict, load_config
+from router.live import Router
+from sim import ReplayColumns, Scenario
+
+SMALL = SpaceSpec(routes=["regex_generation", "json_parse"], max_candidates=4)
+
+
+def settings(tmp_path: Path, base: RouterConfig, **kw: object) -> StudySettings:
+    defaults: dict = dict(
+        study="t",
+        storage=str(tmp_path / "t.journal"),
+        base=base,
+        spec=SMALL,
+        trials=8,
+        replications=2,
+        holdout_replications=3,
+        top_k=2,
+    )
+    defaults.update(kw)
+    return StudySettings(**defaults)
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return study.get_trials(states=states)
+
+
+def test_study_runs_resumes_and_keeps_every_trial(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    s = settings(tmp_path, seed_config)
+    first = run_study(small_cols, scenario, s)
+    assert first.summary["trials"] == 8
+    before = {t.number: (t.state, t.value, t.params) for t in finished(first.study)}
+    assert sorted(before) == list(range(8))
+    # Trial 0 is the base config itself, enqueued.
+    assert first.space.build(first.study.trials[0].params) == seed_config
+
+    s.trials = 12
+    second = run_study(small_cols, scenario, s)
+    after = {t.number: (t.state, t.value, t.params) for t in finished(second.study)}
+    assert sorted(after) == list(range(12))
+    assert {n: after[n] for n in before} == before
+
+    summary = second.summary
+    for key in (
+        "study",
+        "storage",
+        "best_trial",
+        "objective",
+        "holdout_value",
+        "holdout_ci_low",
+        "holdout_ci_high",
+        "improvement_vs_base",
+        "improvement_ci_low",
+        "improvement_ci_high",
+    ):
+        assert key in summary
+    assert summary["holdout_ci_low"] <= summary["holdout_value"] <= summary["holdout_ci_high"]
+    lo, hi = summary["improvement_ci_low"], summary["improvement_ci_high"]
+    assert lo <= summary["improvement_vs_base"] <= hi
+    ho = second.study.user_attrs["holdout"]
+    assert ho["holdout_seeds"] == [10_000, 10_001, 10_002]
+    assert ho["best_trial"] == summary["best_trial"]
+
+
+def test_same_seed_same_study(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    runs = []
+    for name in ("a", "b"):
+        r = run_study(small_cols, scenario, settings(tmp_path, seed_config, study=name, trials=6))
+        runs.append([(t.params, t.values, t.state) for t in r.study.trials])
+    assert runs[0] == runs[1]
+    r = run_study(
+        small_cols, scenario, settings(tmp_path, seed_config, study="c", trials=6, seed=1)
+    )
+    assert [t.params for t in r.study.trials][1:] != [p for p, _, _ in runs[0]][1:]
+
+
+def test_resume_with_another_objective_is_refused(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=2))
+    with pytest.raises(InputError, match="already exists with a different objective"):
+        run_study(
+            small_cols,
+            scenario,
+            settings(tmp_path, seed_config, trials=3, objective=Objective("seed_score")),
+        )
+
+
+def test_multi_objective_study_and_constraints(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    obj = Objective("multi", constraints=_constraints(min_completion_rate=0.5))
+    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, objective=obj))
+    complete = [t for t in r.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 8  # no pruning for multi-objective studies
+    for t in complete:
+        m = t.user_attrs["metrics"]
+        assert t.values == [m["completion_rate"], m["cost_per_success"], m["latency_p95_s"]]
+        assert t.constraints == {"min_completion_rate": pytest.approx(0.5 - m["completion_rate"])}
+    assert r.study.best_trials  # a Pareto front of feasible trials
+    assert r.summary["best_trial"] in {t.number for t in r.study.best_trials}
+
+
+def _constraints(**kw: float):  # noqa: ANN202 - small local helper
+    from optimize import Constraints
+
+    return Constraints(**kw)
+
+
+def test_exported_config_is_loaded_unchanged_by_the_live_router(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=5))
+    study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "t.journal")))
+    space, base, obj = space_of(study)  # from the storage alone
+    assert base == seed_config and obj == Objective()
+    for n in range(5):
+        cfg = space.build(study.trials[n].params)
+        for suffix in (".yaml", ".json", ".toml"):
+            path = write_export(cfg, tmp_path / f"trial{n}{suffix}")
+            assert load_config(path) == cfg
+        router = Router.from_config(tmp_path / f"trial{n}.yaml")
+        assert router.config == cfg
+    best = r.summary["best_trial"]
+    assert (
+        load_config(tmp_path / f"trial{best}.yaml").routes
+        == space.build(study.trials[best].params).routes
+    )
+
+
+def test_litellm_export_maps_chains_to_fallback_groups() -> None:
+    cfg = config_from_dict(
+        {
+            "models": [
+                {
+                    "id": "a",
+                    "provider": "openai",
+                    "cost_per_task": 0.01,
+                    "endpoint": {
+                        "base_url": "http://127.0.0.1:9/v1",
+                        "model": "gpt-x",
+                        "api_key_env": "A_KEY",
+                    },
+                },
+                {
+                    "id": "b",
+                    "provider": "anthropic",
+                    "cost_per_task": 0.02,
+                    "input_per_mtok": 3.0,
+                    "output_per_mtok": 15.0,
+                },
+            ],
+            "routes": {
+                "sql_query": {
+                    "chain": ["a", "b"],
+                    "max_cost_per_task": 0.05,
+                    "max_latency_ms": 8000,
+                    "attempt_timeout_ms": 4000,
+                    "attempts_per_model": 3,
+                    "backoff": {"base_s": 0.5},
+                },
+                "default": {"chain": ["b"], "max_cost_per_task": 0.05, "max_latency_ms": 9000},
+            },
+            "default_route": "default",
+            "breaker": {"consecutive_failures": 4, "open_base_s": 45},
+            "budget": {"daily_cap_usd": 20},
+        }
+    )
+    out = to_litellm(cfg)
+    assert out == {
+        "model_list": [
+            {
+                "model_name": "sql_query",
+                "litellm_params": {
+                    "model": "openai/gpt-x",
+                    "api_base": "http://127.0.0.1:9/v1",
+                    "api_key": "os.environ/A_KEY",
+                    "timeout": 4.0,
+                },
+                "model_info": {"id": "sql_query:a", "base_model": "a"},
+            },
+            {
+                "model_name": "sql_query/fallback-1",
+                "litellm_params": {
+                    "model": "anthropic/b",
+                    "api_key": "os.environ/ANTHROPIC_API_KEY",
+                    "timeout": 4.0,
+                    "input_cost_per_token": 3e-06,
+                    "output_cost_per_token": 1.5e-05,
+                },
+                "model_info": {"id": "sql_query/fallback-1:b", "base_model": "b"},
+            },
+            {
+                "model_name": "default",
+                "litellm_params": {
+                    "model": "anthropic/b",
+                    "api_key": "os.environ/ANTHROPIC_API_KEY",
+                    "input_cost_per_token": 3e-06,
+                    "output_cost_per_token": 1.5e-05,
+                },
+                "model_info": {"id": "default:b", "base_model": "b"},
+            },
+        ],
+        "router_settings": {
+            "routing_strategy": "simple-shuffle",
+            "fallbacks": [{"sql_query": ["sql_query/fallback-1"]}],
+            "num_retries": 2,
+            "timeout": 9.0,
+            "allowed_fails": 4,
+            "cooldown_time": 45.0,
+            "retry_after": 0.25,
+        },
+        "litellm_settings": {"max_budget": 20.0, "budget_duration": "1d"},
+    }
+
+
+def test_litellm_export_is_accepted_by_litellm(
+    tmp_path: Path, seed_config: RouterConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network: LiteLLM would otherwise fetch its model cost map at import.
+    monkeypatch.setenv("LITELLM_OFFLINE_MODE", "true")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    litellm = pytest.importorskip("litellm", reason="LiteLLM is an optional extra")
+    path = write_export(seed_config, tmp_path / "litellm.yaml", "litellm")
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    router = litellm.Router(model_list=data["model_list"], **data["router_settings"])
+    names = sorted({m["model_name"] for m in router.model_list})
+    assert names == sorted(m["model_name"] for m in data["model_list"])
+    fallbacks = data["router_settings"]["fallbacks"]
+    assert {"regex_generation": ["regex_generation/fallback-1", "regex_generation/fallback-2"]} in (
+        fallbacks
+    )
