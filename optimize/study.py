@@ -129,11 +129,16 @@ class StudySettings:
 
 
 def make_sampler(name: str, seed: int, multi: bool) -> Any:
-    """A seeded Optuna sampler by name (TPE handles multi-objective studies too)."""
+    """A seeded Optuna sampler by name (TPE handles multi-objective studies too).
+
+    TPE is multivariate (it models parameters jointly, which matters for the
+    random keys of one chain) unless ``multi`` is set, where Optuna's
+    multivariate TPE is still marked experimental for several objectives.
+    """
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=not multi, group=not multi)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "gp":
@@ -367,16 +372,24 @@ def _summaries(
 def select_candidates(
     study: Any, space: SearchSpace, objective: Objective, k: int
 ) -> list[Candidate]:
-    """The top ``k`` distinct feasible finished trials (multi: Pareto points by net value)."""
+    """The top ``k`` distinct complete trials, feasible ones only when there are any.
+
+    Scalar objectives rank by value; ``multi`` takes the Pareto front of those
+    trials and ranks its points by net value.
+    """
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     feasible = [t for t in complete if all(v <= 0 for v in t.constraints.values())]
     pool = feasible or complete
     if objective.multi:
-        front = {t.number for t in study.best_trials} or {t.number for t in pool}
-        pool = [t for t in pool if t.number in front]
-        ranked = sorted(pool, key=lambda t: -objective.value(t.user_attrs["metrics"]))
+        # The Pareto front of the pool (feasible trials when any, else all complete ones).
+        from optimize.plots import pareto_mask
+
+        signs = [(-1.0 if d == "maximize" else 1.0) for d in objective.directions]
+        pts = np.array([[sg * v for sg, v in zip(signs, t.values, strict=True)] for t in pool])
+        front = [t for t, keep in zip(pool, pareto_mask(pts), strict=True) if keep] if pool else []
+        ranked = sorted(front, key=lambda t: -objective.value(t.user_attrs["metrics"]))
     else:
         ranked = sorted(pool, key=lambda t: -(t.value if t.value is not None else -math.inf))
     seen: set[str] = set()

@@ -269,3 +269,43 @@ def test_litellm_export_is_accepted_by_litellm(
     assert {"regex_generation": ["regex_generation/fallback-1", "regex_generation/fallback-2"]} in (
         fallbacks
     )
+
+
+def test_holdout_traces_choose_the_winner(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    from sim import replay_columns, synthesize
+
+    other = [("other", replay_columns(synthesize(n_tasks=300, rate_per_s=1.0, seed=99)))]
+    r = run_study(
+        small_cols, scenario, settings(tmp_path, seed_config, trials=4), holdout_traces=other
+    )
+    ho = r.study.user_attrs["holdout"]
+    assert ho["holdout_traces"] == "other:300"
+    assert ho["metrics"]["tasks"] == 300
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp"])
+def test_samplers_are_selectable(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+    sampler: str,
+) -> None:
+    import importlib.util
+
+    s = settings(tmp_path, seed_config, trials=3, sampler=sampler, objective=Objective("multi"))
+    if sampler == "gp" and importlib.util.find_spec("torch") is None:
+        with pytest.raises(InputError, match=r"--sampler gp: .* needs PyTorch"):
+            run_study(small_cols, scenario, s)
+        return
+    from optimize.study import make_sampler
+
+    expected = {"nsga2": "NSGAIISampler", "random": "RandomSampler", "gp": "GPSampler"}
+    assert type(make_sampler(sampler, 0, True)).__name__ == expected[sampler]
+    r = run_study(small_cols, scenario, s)
+    assert r.summary["trials"] == 3
