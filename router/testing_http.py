@@ -69,6 +69,7 @@ __all__ = [
     "openai_completion",
     "openai_error",
     "openai_stream",
+    "read_request",
 ]
 
 #: How long stop() waits for the server thread (sync use) before giving up on it.
@@ -472,6 +473,15 @@ class ScriptedServer:
         finally:
             self._tasks.discard(task)
             writer.close()
+
+
+async def read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:
+    """The next request on the connection, or ``None`` at a clean end of connection.
+
+    Public for servers built from these replies (e.g. :mod:`sim.twin`). Raises
+    ``ValueError`` / ``asyncio.IncompleteReadError`` for a malformed request head.
+    """
+    return await _read_request(reader)
 
 
 async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:

@@ -2,8 +2,9 @@
 
 Replay task traces (:func:`replay`) against a :class:`Scenario` of stochastic
 providers (completion, latency, outages, capacity, rate limits); compare two
-configs on common random numbers (:func:`compare`). The routing decisions are
-made by :class:`router.RoutingPolicy`, unchanged.
+configs on common random numbers (:func:`compare`); serve the scenario's models
+over OpenAI-compatible HTTP for live clients (:class:`TwinServer`). The routing
+decisions are made by :class:`router.RoutingPolicy`, unchanged.
 """
 
 from sim.azure import import_azure
@@ -27,6 +28,7 @@ from sim.trace import (
     validate_trace,
     write_trace,
 )
+from sim.twin import TwinServer
 from sim.world import World
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "ScenarioError",
     "Simulation",
     "TraceError",
+    "TwinServer",
     "World",
     "compare",
     "discover_traces",

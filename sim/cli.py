@@ -278,6 +278,60 @@ def init(
     err.print("wrote " + ", ".join(written))
 
 
+@app.command()
+def serve(
+    scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8000,
+    time_scale: Annotated[
+        float, typer.Option(help="Wall seconds per scenario second (0.01: 100x faster).")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the scenario's randomness.")] = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Serve the scenario's models as an OpenAI-compatible API until Ctrl-C / SIGTERM.
+
+    Prints the base URL (``http://HOST:PORT/v1``) as one line once it is listening.
+    """
+    import asyncio
+    import math
+    import signal
+
+    from sim.twin import TwinServer
+
+    if not (math.isfinite(time_scale) and time_scale > 0):
+        _fail(f"--time-scale: expected a positive number, got {time_scale:g}")
+    if not 0 <= port <= 65535:
+        _fail(f"--port: expected 0..65535, got {port}")
+    if seed < 0:
+        _fail(f"--seed: expected an integer >= 0, got {seed}")
+    try:
+        twin = TwinServer(
+            _scenario(scenario), seed=seed, time_scale=time_scale, host=host, port=port
+        )
+    except InputError as exc:
+        _fail(str(exc))
+        return
+
+    async def run() -> None:
+        try:
+            await twin.start()
+        except OSError as exc:
+            # The port is taken, or the address is not this host's.
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        sys.stdout.write(twin.url + "\n")
+        sys.stdout.flush()
+        try:
+            await stop.wait()
+        finally:
+            await twin.stop()
+
+    asyncio.run(run())
+
+
 def main() -> None:
     """Entry point of the ``sim`` command."""
     app()
