@@ -240,7 +240,8 @@ def show(
     except InputError as exc:
         _fail(str(exc))
         return
-    complete = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    TrialState = optuna.trial.TrialState
+    complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     rows = []
     for t in complete:
         m = t.user_attrs.get("metrics", {})
@@ -266,8 +267,9 @@ def show(
     data = {
         "study": study,
         "objective": obj.name,
-        "trials": len(st.trials),
+        "trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in st.trials),
         "complete": len(complete),
+        "waiting": sum(t.state == TrialState.WAITING for t in st.trials),
         "best": rows[:top],
         "pareto_front": sorted(front),
         "importances": importances(st),

@@ -391,6 +391,42 @@ class SearchSpace:
         out["breaker.open_base_s"] = b.open_base_s
         return {k: self.params[k].clamp(v) for k, v in out.items() if k in self.params}
 
+    def neighbours(self) -> list[dict[str, Any]]:
+        """One-step variations of the base parameters, each differing in one discrete
+        setting: per route the other ordering, one more model in the chain, one
+        attempt fewer; for the breaker its most tolerant thresholds.
+
+        A study enqueues them after the base config: with dozens of parameters,
+        random start-up points are almost all far worse than the base, while these
+        tell the sampler which single changes pay (and TPE then combines them).
+        Variations that equal the base (a frozen or out-of-range setting) are dropped.
+        """
+        base = self.base_params()
+        out: list[dict[str, Any]] = []
+
+        def add(name: str, value: Any) -> None:
+            p = self.params.get(name)
+            if p is None or p.clamp(value) == base[name]:
+                return
+            out.append({**base, name: p.clamp(value)})
+
+        for r in self.routes:
+            ordering = self.params.get(f"{r}.ordering")
+            if isinstance(ordering, ChoiceParam):
+                for choice in ordering.choices:
+                    if choice != base[f"{r}.ordering"]:
+                        add(f"{r}.ordering", choice)
+                        break
+            if f"{r}.length" in base:
+                add(f"{r}.length", base[f"{r}.length"] + 1)
+            if f"{r}.attempts_per_model" in base:
+                add(f"{r}.attempts_per_model", base[f"{r}.attempts_per_model"] - 1)
+        for name in ("breaker.failure_rate", "breaker.consecutive_failures"):
+            p = self.params.get(name)
+            if isinstance(p, FloatParam | IntParam):
+                add(name, p.high)
+        return out
+
     # ------------------------------------------------------------------ building
     def chain(self, route: str, values: Mapping[str, Any]) -> list[str]:
         """The chain a parameter dict gives for ``route`` (random keys sorted, cut)."""

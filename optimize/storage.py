@@ -81,6 +81,20 @@ class FlockLock(BaseJournalFileLock):
             self._thread_lock.release()
 
 
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed.
+
+    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3; we ship
+    psycopg2 (``psycopg2-binary``), so name it unless psycopg 3 is present.
+    """
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        if importlib.util.find_spec("psycopg2") is not None:
+            return "postgresql+psycopg2://" + url[len("postgresql://") :]
+    return url
+
+
 def open_storage(storage: str) -> Any:
     """An Optuna storage object for a resolved storage string (one per process)."""
     import optuna
@@ -89,12 +103,13 @@ def open_storage(storage: str) -> Any:
     if is_url(storage):
         if storage.startswith("redis"):
             raise InputError(f"--storage: {redact(storage)}: Redis journals are not supported")
+        url = _with_driver(storage)
         try:
-            return optuna.storages.RDBStorage(storage, engine_kwargs={"pool_pre_ping": True})
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except ImportError as exc:
             raise InputError(
-                f"--storage: {redact(storage)}: database driver missing ({exc.name}); "
-                "for PostgreSQL install psycopg2-binary"
+                f"--storage: {redact(storage)}: database driver missing "
+                f"({exc.name or str(exc).splitlines()[0]}); for PostgreSQL install psycopg2-binary"
             ) from None
         except Exception as exc:  # SQLAlchemy raises many types; the message is what matters
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -131,14 +131,14 @@ class StudySettings:
 def make_sampler(name: str, seed: int, multi: bool) -> Any:
     """A seeded Optuna sampler by name (TPE handles multi-objective studies too).
 
-    TPE is multivariate (it models parameters jointly, which matters for the
-    random keys of one chain) unless ``multi`` is set, where Optuna's
-    multivariate TPE is still marked experimental for several objectives.
+    TPE is univariate: the routes' parameters act on separate task types, so the
+    objective is close to a sum of per-route terms, which independent Parzen
+    estimators model well (and cheaply) once the base config's neighbours are in.
     """
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=not multi, group=not multi)
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "gp":
@@ -279,31 +279,52 @@ def _study_attrs(
     }
 
 
-def create_or_load(settings: StudySettings, space: SearchSpace, evaluator: Evaluator) -> Any:
+def create_or_load(
+    settings: StudySettings, space: SearchSpace, evaluator: Evaluator, *, wait_s: float = 120.0
+) -> Any:
     """Create the study (storing its definition and enqueuing the base config) or resume it.
 
-    A resumed study must have been made with the same objective, seeds and
-    traces: trials scored differently cannot be compared, so that is an error.
+    On creation the base config is enqueued as trial 0, then its one-step
+    neighbours (:meth:`SearchSpace.neighbours`), so the sampler starts from
+    what is known to work and learns which single changes help.
+
+    Several processes may start on one storage at the same moment: only the one
+    whose ``create_study`` succeeds writes the definition, and it writes the
+    ``costroute`` marker last, so the others wait (up to ``wait_s``) for a
+    complete definition instead of reading half of one. A resumed study must
+    have been made with the same objective, seeds and traces: trials scored
+    differently cannot be compared, so that is an error.
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(settings.storage)
     directions = settings.objective.directions
-    study = optuna.create_study(
-        study_name=settings.study, storage=storage, directions=directions, load_if_exists=True
-    )
     attrs = _study_attrs(settings, space, evaluator)
-    if not study.user_attrs.get("costroute"):
-        if study.trials:
+    try:
+        study = optuna.create_study(
+            study_name=settings.study, storage=storage, directions=directions
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=settings.study, storage=storage)
+    else:
+        for k, v in attrs.items():
+            if k != "costroute":
+                study.set_user_attr(k, v)
+        study.enqueue_trial(space.base_params())
+        for params in space.neighbours():
+            study.enqueue_trial(params)
+        study.set_user_attr("costroute", attrs["costroute"])
+        return study
+    deadline = time.monotonic() + wait_s
+    while not study.user_attrs.get("costroute"):
+        if time.monotonic() > deadline:
             raise InputError(
                 f"--study {settings.study}: exists in {redact(settings.storage)} but was not "
-                "made by this tool"
+                "made by this tool (or its creator died before defining it)"
             )
-        for k, v in attrs.items():
-            study.set_user_attr(k, v)
-        study.enqueue_trial(space.base_params())
-        return study
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=settings.study, storage=storage)
     stored = study.user_attrs
     for key in ("objective", "seed", "replications", "traces"):
         if stored.get(key) != attrs[key]:

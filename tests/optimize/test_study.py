@@ -93,15 +93,20 @@ def test_same_seed_same_study(
     scenario: Scenario,
     small_cols: list[tuple[str, ReplayColumns]],
 ) -> None:
+    # Trials 0..8 are the enqueued base config and its 8 neighbours; 9..11 are sampled.
+    n = 12
     runs = []
     for name in ("a", "b"):
-        r = run_study(small_cols, scenario, settings(tmp_path, seed_config, study=name, trials=6))
+        r = run_study(small_cols, scenario, settings(tmp_path, seed_config, study=name, trials=n))
         runs.append([(t.params, t.values, t.state) for t in r.study.trials])
+        assert len(r.space.neighbours()) == 8
     assert runs[0] == runs[1]
     r = run_study(
-        small_cols, scenario, settings(tmp_path, seed_config, study="c", trials=6, seed=1)
+        small_cols, scenario, settings(tmp_path, seed_config, study="c", trials=n, seed=1)
     )
-    assert [t.params for t in r.study.trials][1:] != [p for p, _, _ in runs[0]][1:]
+    sampled = [t.params for t in r.study.trials][9:]
+    assert [t.params for t in r.study.trials][:9] == [p for p, _, _ in runs[0]][:9]
+    assert sampled != [p for p, _, _ in runs[0]][9:]
 
 
 def test_resume_with_another_objective_is_refused(
