@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
+from router.errors import run_cli
 from sim.results import SCALAR_KEYS
 from sim.scenario import Scenario, load_scenario, load_seed_scenario
 
@@ -333,8 +334,8 @@ def serve(
 
 
 def main() -> None:
-    """Entry point of the ``sim`` command."""
-    app()
+    """Entry point of the ``sim`` command (usage errors: one line, exit 2)."""
+    run_cli(app)
 
 
 if __name__ == "__main__":

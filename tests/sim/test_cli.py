@@ -139,3 +139,10 @@ def test_synth_is_seeded_and_init_copies(tmp_path: Path) -> None:
     assert res.returncode == 0 and json.loads(res.stdout)["tasks"] == 500
     again = sim("init", str(tmp_path / "cfg"))
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_usage_errors_are_one_line_too(small_trace: Path) -> None:
+    res = sim("replay", str(small_trace), "--seed", "abc")
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: Invalid value for '--seed'")
+    assert res.stderr.count("\n") == 1
