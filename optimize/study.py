@@ -27,6 +27,7 @@ How a study runs (:func:`run_study`):
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import multiprocessing as mp
@@ -207,6 +208,9 @@ def _worker(
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The traces are hundreds of thousands of long-lived objects: keep them out of
+    # every full garbage collection the simulator's churn triggers.
+    gc.freeze()
     s = ctx.settings
     storage = open_storage(ctx.storage)
     probe = optuna.load_study(study_name=s.study, storage=storage)
