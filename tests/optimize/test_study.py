@@ -314,3 +314,18 @@ def test_samplers_are_selectable(
     assert type(make_sampler(sampler, 0, True)).__name__ == expected[sampler]
     r = run_study(small_cols, scenario, s)
     assert r.summary["trials"] == 3
+
+
+def test_sqlite_storage_resumes_like_the_journal(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    first = run_study(small_cols, scenario, settings(tmp_path, seed_config, storage=url, trials=3))
+    assert first.summary["storage"] == url
+    second = run_study(small_cols, scenario, settings(tmp_path, seed_config, storage=url, trials=5))
+    assert second.summary["trials"] == 5
+    kept = {t.number: t.params for t in finished(first.study)}
+    assert {t.number: t.params for t in finished(second.study) if t.number in kept} == kept
