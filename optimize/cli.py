@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from router import InputError, RouterConfig, load_config, load_seed_config
-from router.errors import run_cli
+from router.errors import fail_cli, run_cli
 
 app = typer.Typer(
     add_completion=False,
@@ -24,11 +24,6 @@ app = typer.Typer(
     help="Tune routing configs with Optuna studies on the SimPy twin; export the winner.",
 )
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    raise typer.Exit(2)
 
 
 def _config(path: Path | None) -> RouterConfig:
@@ -182,8 +177,7 @@ def run(
         report.summary["exported"] = str(tuned)
         _write_json(target / "summary.json", report.summary)
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     if json_:
         sys.stdout.write(json.dumps(report.summary, indent=2) + "\n")
         return
@@ -238,8 +232,7 @@ def show(
         st, _ = _load_study(study, storage)
         _, _, obj = space_of(st)
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     TrialState = optuna.trial.TrialState
     complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     rows = []
@@ -355,8 +348,7 @@ def export(
             raise InputError(f"--trial: trial {trial} is {ft.state.name}, not COMPLETE")
         path = write_export(space.build(ft.params), out, format_)
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     err.print(f"wrote trial {trial} as {format_} config to {path}")
 
 

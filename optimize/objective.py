@@ -94,25 +94,21 @@ class Objective:
                 f"objective: unknown objective {self.name!r} "
                 f"(expected one of {', '.join(OBJECTIVES)})"
             )
-        for key in ("value_per_success", "latency_cost_per_s", "zero_cost_floor_usd"):
-            v = getattr(self, key)
+        settings = {
+            f"objective.{k}": getattr(self, k)
+            for k in ("value_per_success", "latency_cost_per_s", "zero_cost_floor_usd")
+        }
+        settings.update(
+            {f"constraints.{k}": v for k, v in asdict(self.constraints).items() if v is not None}
+        )
+        for where, v in settings.items():
             if (
                 isinstance(v, bool)
                 or not isinstance(v, int | float)
                 or not math.isfinite(v)
                 or v < 0
             ):
-                raise InputError(f"objective.{key}: expected a number >= 0, got {v!r}")
-        for key, v in asdict(self.constraints).items():
-            if v is None:
-                continue
-            if (
-                isinstance(v, bool)
-                or not isinstance(v, int | float)
-                or not math.isfinite(v)
-                or v < 0
-            ):
-                raise InputError(f"constraints.{key}: expected a number >= 0, got {v!r}")
+                raise InputError(f"{where}: expected a number >= 0, got {v!r}")
         if self.name == "seed_score" or self.name == "successes_per_dollar":
             if self.zero_cost_floor_usd <= 0:
                 raise InputError("objective.zero_cost_floor_usd: expected a number > 0")

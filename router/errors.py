@@ -16,7 +16,7 @@ Library code raises these; only the CLI layer turns them into exit codes.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 
 class CostRouteError(Exception):
@@ -33,6 +33,14 @@ class InputError(CostRouteError, ValueError):
 
 class ConfigError(InputError):
     """A router config that does not validate."""
+
+
+def fail_cli(message: str) -> NoReturn:
+    """End a CLI command on bad input: one line on stderr, exit code 2, no traceback."""
+    import typer
+
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    raise typer.Exit(2)
 
 
 def run_cli(app: Any) -> None:

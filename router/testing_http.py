@@ -46,7 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "Chunk",
@@ -339,7 +339,97 @@ Step = Reply | Callable[[RecordedRequest], Reply]
 # -- the server ---------------------------------------------------------------------------
 
 
-class ScriptedServer:
+class LoopbackServer:
+    """The lifecycle our loopback test servers share.
+
+    Listens on ``host:port`` (``port=0``: the OS picks one, read back into
+    :attr:`port`), tracks one task per connection so :meth:`stop` can drop hung
+    ones too, and runs either in the current loop (``async with``, or
+    :meth:`start`/:meth:`stop`) or in its own loop on a daemon thread (``with``).
+    Subclasses implement :meth:`_serve` and may hook :meth:`_on_start`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    def _on_start(self) -> None:
+        """Called in the server's loop once it listens."""
+
+    async def start(self) -> None:
+        """Listen on ``host:port`` in the running loop (``OSError`` if it cannot)."""
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._on_start()
+
+    async def stop(self) -> None:
+        """Stop listening and drop every connection, hung ones included."""
+        if self._server is None:
+            return
+        self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), _STOP_WAIT_S)
+        self._server = None
+
+    def __enter__(self) -> Self:
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name=type(self).__name__, daemon=True)
+        thread.start()
+        self._thread = thread
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(_STOP_WAIT_S)
+        except BaseException:
+            self._shutdown_thread(loop)
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._loop is not None:
+            self._shutdown_thread(self._loop)
+
+    def _shutdown_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        thread = self._thread
+        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(_STOP_WAIT_S)
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(_STOP_WAIT_S)
+            if not thread.is_alive():
+                loop.close()
+        self._thread = None
+        self._loop = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class ScriptedServer(LoopbackServer):
     """A loopback HTTP/1.1 server answering each request with the next scripted step.
 
     ``url`` is ``http://127.0.0.1:<port>`` once started (the port is picked by the
@@ -356,11 +446,7 @@ class ScriptedServer:
             status=500,
         )
         self.requests: list[RecordedRequest] = []
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self.port: int = 0
+        super().__init__()
 
     @property
     def url(self) -> str:
@@ -372,70 +458,6 @@ class ScriptedServer:
     def push(self, *steps: Step) -> None:
         """Append steps to the script (safe from any thread)."""
         self._script.extend(steps)
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    async def start(self) -> None:
-        """Listen on 127.0.0.1 on a free port (in the running loop)."""
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection, hung ones included."""
-        if self._server is None:
-            return
-        self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), _STOP_WAIT_S)
-        self._server = None
-
-    def __enter__(self) -> ScriptedServer:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="ScriptedServer", daemon=True)
-        thread.start()
-        self._loop, self._thread = loop, thread
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(_STOP_WAIT_S)
-        except BaseException:
-            self._shutdown_thread()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._shutdown_thread()
-
-    def _shutdown_thread(self) -> None:
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(_STOP_WAIT_S)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(_STOP_WAIT_S)
-        if not thread.is_alive():
-            loop.close()
-        self._loop = self._thread = None
-
-    async def __aenter__(self) -> ScriptedServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- serving --------------------------------------------------------------------------
 

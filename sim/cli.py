@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
-from router.errors import run_cli
+from router.errors import fail_cli, run_cli
 from sim.results import SCALAR_KEYS
 from sim.scenario import Scenario, load_scenario, load_seed_scenario
 
@@ -28,12 +28,6 @@ app = typer.Typer(
     help="Replay task traces against a SimPy twin of your LLM providers.",
 )
 err = Console(stderr=True)
-
-
-def _fail(message: str) -> None:
-    # One line, no traceback, exit 2: the contract for bad input.
-    sys.stderr.write(f"error: {' '.join(message.split())}\n")
-    raise typer.Exit(2)
 
 
 def _config(path: Path | None) -> RouterConfig:
@@ -151,8 +145,7 @@ def replay(
         finally:
             bar.close()
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     if json_:
         sys.stdout.write(dump_summary(report.summary))
     else:
@@ -184,8 +177,7 @@ def compare(
             replications=replications,
         )
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     if json_:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -220,7 +212,7 @@ def synth(
     from sim.trace import write_trace
 
     if arrival not in ("poisson", "bursty", "diurnal"):
-        _fail(f"--arrival: expected poisson, bursty or diurnal, got {arrival!r}")
+        fail_cli(f"--arrival: expected poisson, bursty or diurnal, got {arrival!r}")
     try:
         df = synthesize(
             n_tasks=tasks,
@@ -232,8 +224,7 @@ def synth(
         )
         write_trace(df, out)
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     err.print(f"wrote {df.height:,} tasks to {out}")
 
 
@@ -253,8 +244,7 @@ def import_azure_cmd(
         df = import_azure(csv, seed=seed, limit=limit, mix=_parse_mix(mix))
         write_trace(df, out)
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
     err.print(f"wrote {df.height:,} tasks to {out}")
 
 
@@ -273,7 +263,7 @@ def init(
     ):
         dest = directory / name
         if dest.exists():
-            _fail(f"{dest}: already exists; not overwriting it")
+            fail_cli(f"{dest}: already exists; not overwriting it")
         shutil.copyfile(src, dest)
         written.append(str(dest))
     err.print("wrote " + ", ".join(written))
@@ -300,25 +290,24 @@ def serve(
     from sim.twin import TwinServer
 
     if not (math.isfinite(time_scale) and time_scale > 0):
-        _fail(f"--time-scale: expected a positive number, got {time_scale:g}")
+        fail_cli(f"--time-scale: expected a positive number, got {time_scale:g}")
     if not 0 <= port <= 65535:
-        _fail(f"--port: expected 0..65535, got {port}")
+        fail_cli(f"--port: expected 0..65535, got {port}")
     if seed < 0:
-        _fail(f"--seed: expected an integer >= 0, got {seed}")
+        fail_cli(f"--seed: expected an integer >= 0, got {seed}")
     try:
         twin = TwinServer(
             _scenario(scenario), seed=seed, time_scale=time_scale, host=host, port=port
         )
     except InputError as exc:
-        _fail(str(exc))
-        return
+        fail_cli(str(exc))
 
     async def run() -> None:
         try:
             await twin.start()
         except OSError as exc:
             # The port is taken, or the address is not this host's.
-            _fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            fail_cli(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import itertools
 import json
 import math
@@ -91,7 +90,6 @@ from collections import Counter, OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from router.task import classify
@@ -99,6 +97,7 @@ from router.testing_http import (
     Chunk,
     Connection,
     Json,
+    LoopbackServer,
     Raw,
     RecordedRequest,
     openai_completion,
@@ -308,7 +307,7 @@ class _Gone(Exception):
     """The client hung up while the server was waiting on its behalf."""
 
 
-class TwinServer:
+class TwinServer(LoopbackServer):
     """An OpenAI-compatible server whose models behave like ``scenario``'s.
 
     ``scenario`` is a :class:`~sim.scenario.Scenario` or a path to one; ``seed`` picks
@@ -350,8 +349,7 @@ class TwinServer:
         self.scenario = scenario
         self.seed = seed
         self.time_scale = float(time_scale)
-        self.host = host
-        self.port = port
+        super().__init__(host, port)
         self.world: World = scenario.realize(seed, _HORIZON_S)
         self.model_ids = self.world.model_ids
         self.served: Counter[str] = Counter()
@@ -359,10 +357,6 @@ class TwinServer:
         self._counters: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._next_task: list[itertools.count[int]] = []
         self._t0 = 0.0
-        self._server: asyncio.Server | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._clear()
 
     # -- clock and state ------------------------------------------------------------
@@ -415,70 +409,9 @@ class TwinServer:
             do()
 
     # -- lifecycle ------------------------------------------------------------------
-    async def start(self) -> None:
-        """Listen on ``host:port`` in the running loop (``OSError`` if it cannot)."""
-        self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+    def _on_start(self) -> None:
+        assert self._loop is not None
         self._t0 = self._loop.time()
-
-    async def stop(self) -> None:
-        """Stop listening and drop every connection, hung ones included."""
-        if self._server is None:
-            return
-        self._server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._server.wait_closed(), _STOP_WAIT_S)
-        self._server = None
-
-    async def __aenter__(self) -> TwinServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    def __enter__(self) -> TwinServer:
-        loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=loop.run_forever, name="TwinServer", daemon=True)
-        thread.start()
-        self._thread = thread
-        try:
-            asyncio.run_coroutine_threadsafe(self.start(), loop).result(_STOP_WAIT_S)
-        except BaseException:
-            self._shutdown_thread(loop)
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._loop is not None:
-            self._shutdown_thread(self._loop)
-
-    def _shutdown_thread(self, loop: asyncio.AbstractEventLoop) -> None:
-        thread = self._thread
-        with contextlib.suppress(concurrent.futures.TimeoutError, RuntimeError):
-            asyncio.run_coroutine_threadsafe(self.stop(), loop).result(_STOP_WAIT_S)
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(_STOP_WAIT_S)
-            if not thread.is_alive():
-                loop.close()
-        self._thread = None
-        self._loop = None
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}" if self._server is not None else "not started"
