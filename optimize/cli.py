@@ -165,11 +165,16 @@ def run(
         scn = load_scenario(scenario) if scenario else load_seed_scenario()
         traces = load_traces(paths)
         held = load_traces(holdout) if holdout else None
+        target = out or (STUDIES_DIR / study)
+        # Checked before the study runs, so a bad --out does not cost the whole study.
+        try:
+            target.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"--out: {target}: cannot create: {exc.strerror or exc}") from None
         try:
             report = run_study(traces, scn, settings, holdout_traces=held, progress=bar)
         finally:
             bar.close()
-        target = out or (STUDIES_DIR / study)
         write_figures(report.study, obj, report.holdout, target)
         best = report.space.build(report.study.trials[report.summary["best_trial"]].params)
         tuned = write_export(best, target / "tuned.yaml")

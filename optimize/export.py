@@ -121,6 +121,11 @@ def write_export(config: RouterConfig, path: str | Path, fmt: str = "router") ->
     """Write an export atomically (temp file, then rename)."""
     p = Path(path)
     text = render(config, fmt, p.suffix)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(p, text)
+    if p.is_dir():
+        raise InputError(f"--out: {p}: is a directory; expected a file path")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p, text)
+    except OSError as exc:
+        raise InputError(f"--out: {p}: cannot write: {exc.strerror or exc}") from None
     return p

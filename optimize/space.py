@@ -344,11 +344,6 @@ class SearchSpace:
             del self.params[name]
         return frozen
 
-    @property
-    def free(self) -> dict[str, Param]:
-        """The parameters a sampler draws (frozen ones removed)."""
-        return dict(self.params)
-
     # ------------------------------------------------------------------ sampling
     def suggest(self, trial: Any) -> RouterConfig:
         """Draw every free parameter from an Optuna trial; return the config they give."""

@@ -129,7 +129,7 @@ class StudySettings:
                 )
 
 
-def make_sampler(name: str, seed: int, multi: bool) -> Any:
+def make_sampler(name: str, seed: int) -> Any:
     """A seeded Optuna sampler by name (TPE handles multi-objective studies too).
 
     TPE is univariate: the routes' parameters act on separate task types, so the
@@ -214,9 +214,7 @@ def _worker(
     s = ctx.settings
     storage = open_storage(ctx.storage)
     probe = optuna.load_study(study_name=s.study, storage=storage)
-    sampler = make_sampler(
-        s.sampler, _derived_seed(s.seed, worker, len(probe.trials)), s.objective.multi
-    )
+    sampler = make_sampler(s.sampler, _derived_seed(s.seed, worker, len(probe.trials)))
     pruner = (
         optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
         if s.prune and not s.objective.multi

@@ -85,17 +85,32 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
         (["run", "{trace}", "--study", "a b"], "error: --study: expected a name of letters"),
         (["show", "--study", "nope"], "error: --storage: studies/nope.journal: no such study"),
         (["export", "--out", "x.yaml", "--format", "csv"], "error: --format: unknown format 'csv'"),
+        (["run", "{trace}", "--out", "{file}/sub"], "error: --out: {file}/sub: cannot create"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
     tmp_path: Path, small_trace_file: Path, args: list[str], message: str
 ) -> None:
-    res = optimize(*[a.replace("{trace}", str(small_trace_file)) for a in args], cwd=tmp_path)
+    (tmp_path / "plain").write_text("not a directory\n")
+    args = [a.replace("{trace}", str(small_trace_file)).replace("{file}", "plain") for a in args]
+    message = message.replace("{file}", "plain")
+    res = optimize(*args, cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith(message), res.stderr
     assert res.stderr.count("\n") == 1
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "x.yaml").exists()
+    assert not (tmp_path / "studies").exists()  # nothing run, nothing written
+
+
+def test_export_to_a_directory_is_refused(tmp_path: Path, small_trace_file: Path) -> None:
+    res = optimize("run", str(small_trace_file), "--trials", "2", "--json", *FAST, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (tmp_path / "adir").mkdir()
+    res = optimize("export", "--out", "adir", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == "error: --out: adir: is a directory; expected a file path\n"
+    assert list((tmp_path / "adir").iterdir()) == []
 
 
 def test_sigkill_mid_study_loses_no_completed_trial(tmp_path: Path, small_trace_file: Path) -> None:

@@ -311,7 +311,7 @@ def test_samplers_are_selectable(
     from optimize.study import make_sampler
 
     expected = {"nsga2": "NSGAIISampler", "random": "RandomSampler", "gp": "GPSampler"}
-    assert type(make_sampler(sampler, 0, True)).__name__ == expected[sampler]
+    assert type(make_sampler(sampler, 0)).__name__ == expected[sampler]
     r = run_study(small_cols, scenario, s)
     assert r.summary["trials"] == 3
 
