@@ -2,10 +2,18 @@
 
 closed --(N consecutive failures, or failure share >= r over the last W calls
 with at least M seen)--> open --(open time elapsed)--> half-open --(a probe
-succeeds)--> closed; a probe that fails re-opens it for longer. The n-th
-consecutive trip stays open ``min(cap, base * growth**(n-1))`` times a jitter
-factor drawn uniformly from [1 - j, 1 + j], so breakers of many clients do not
-re-probe a recovering provider in lockstep.
+succeeds)--> closed; a probe that fails re-opens it. A trip from closed stays
+open ``open_base_s``; a failed probe re-opens it for ``reprobe_s`` (or, unset,
+``min(cap, base * growth**(n-1))`` on the n-th consecutive trip), each times a
+jitter factor drawn uniformly from [1 - j, 1 + j], so breakers of many clients do
+not re-probe a recovering provider in lockstep.
+
+Liveness: every call the breaker admits ends in exactly one of
+:meth:`CircuitBreaker.on_success`, :meth:`~CircuitBreaker.on_failure` or
+:meth:`~CircuitBreaker.release` (an outcome that says nothing about availability,
+a cancellation, an exception), and each frees a half-open probe slot. A probe
+whose end is never reported (a crashed driver) is reclaimed after
+``probe_timeout_s``, so half-open can never last forever.
 
 The breaker reads no clock: every method that depends on time takes ``now``.
 """
@@ -45,6 +53,7 @@ class CircuitBreaker:
         "opened_at",
         "open_until",
         "probes_in_flight",
+        "probe_started",
         "_rng",
     )
 
@@ -57,6 +66,7 @@ class CircuitBreaker:
         self.opened_at = 0.0
         self.open_until = 0.0
         self.probes_in_flight = 0
+        self.probe_started = 0.0
         self._reset_counts()
 
     def _reset_counts(self) -> None:
@@ -83,14 +93,28 @@ class CircuitBreaker:
                 return False
             self.state = _HALF
             self.probes_in_flight = 0
-        return self.probes_in_flight < self.settings.half_open_probes
+        if self.probes_in_flight < self.settings.half_open_probes:
+            return True
+        if now - self.probe_started >= self.settings.probe_timeout_s:
+            # The probes' outcomes never came back (a driver died mid-call): reclaim.
+            self.probes_in_flight = 0
+            return True
+        return False
 
-    def on_call(self) -> bool:
+    def on_call(self, now: float = 0.0) -> bool:
         """Record that a call starts; returns True if it is a half-open probe."""
         if self.state is _HALF:
             self.probes_in_flight += 1
+            self.probe_started = now
             return True
         return False
+
+    def release(self, probe: bool) -> None:
+        """A call ended without saying anything about availability (a 400, a refusal,
+        a rate limit not counted, a wrong answer, a cancellation, an exception): free
+        its probe slot, change nothing else."""
+        if probe and self.state is _HALF and self.probes_in_flight > 0:
+            self.probes_in_flight -= 1
 
     def _push(self, failed: int) -> None:
         ring = self._ring
@@ -121,7 +145,7 @@ class CircuitBreaker:
         state = self.state
         if state is _HALF:
             if probe:
-                self._trip(now)
+                self._trip(now, reprobe=True)
             return
         if state is _OPEN:
             return
@@ -133,11 +157,16 @@ class CircuitBreaker:
         ):
             self._trip(now)
 
-    def _trip(self, now: float) -> None:
+    def _trip(self, now: float, reprobe: bool = False) -> None:
         s = self.settings
         self.trips += 1
         self.total_trips += 1
-        duration = min(s.open_cap_s, s.open_base_s * s.growth ** (self.trips - 1))
+        if reprobe and s.reprobe_s is not None:
+            duration = s.reprobe_s
+        elif s.reprobe_s is not None:
+            duration = s.open_base_s
+        else:
+            duration = min(s.open_cap_s, s.open_base_s * s.growth ** (self.trips - 1))
         if s.jitter:
             duration *= 1.0 + s.jitter * (2.0 * self._rng.random() - 1.0)
         self.state = _OPEN

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from router.errors import ConfigError
+from router.outcome import AVAILABILITY_FAILURES, DEFAULT_RETRY_ON, ErrorKind
 from router.providers.endpoint import Endpoint
 from router.task import ROUTE_ALIASES
 
@@ -103,6 +104,23 @@ class Route(_Strict):
     backoff: Backoff = Field(default_factory=Backoff)
     ordering: Literal["chain", "score"] = "chain"
     fallback_on_refusal: bool = False
+    retry_on: list[ErrorKind] = Field(
+        default_factory=lambda: sorted(DEFAULT_RETRY_ON),
+        description=(
+            "Failure kinds retried on the same model (up to attempts_per_model); any other "
+            "kind falls back at once. Default: stalls/total timeouts, 429 (after its "
+            "Retry-After), 5xx, resets, malformed bodies and validation failures; not a "
+            "first-token timeout or a refused connection."
+        ),
+    )
+    min_observed_completion: Probability | None = Field(
+        default=None,
+        description=(
+            "Skip a model (reason 'quality') whose observed completion for this route, once "
+            "quality.min_observations are in, is below this; it is re-admitted after "
+            "quality.cooldown_s so that the estimate can recover."
+        ),
+    )
 
     @model_validator(mode="after")
     def _chain_is_unique(self) -> Route:
@@ -115,25 +133,43 @@ class Route(_Strict):
 
 
 class Breaker(_Strict):
-    """Circuit breaker settings, one breaker per model.
+    """Circuit breaker settings, one breaker per model: an *availability* guard.
 
-    Closed → open when ``consecutive_failures`` failures follow each other, or
-    when the failure share over the last ``window`` requests reaches
-    ``failure_rate`` (once at least ``min_requests`` were seen). The n-th
-    consecutive trip stays open ``min(open_cap_s, open_base_s * growth**(n-1))``
-    scaled by a uniform jitter in [1 - jitter, 1 + jitter]; then half-open admits
-    ``half_open_probes`` calls; a success closes it, a failure re-opens it.
+    Only the failure kinds in ``count`` feed it (default: first-token timeouts,
+    timeouts, 5xx, refused and reset connections, malformed bodies). Wrong answers
+    (validation failures, and in the simulator tasks a model did not complete) are a
+    *quality* statistic and never open a breaker unless ``validation`` is added here.
+
+    Closed → open when ``consecutive_failures`` counted failures follow each other,
+    or when their share over the last ``window`` requests reaches ``failure_rate``
+    (once at least ``min_requests`` were seen). A trip from closed stays open
+    ``open_base_s``; then half-open admits ``half_open_probes`` calls; a success
+    closes it. A failed probe re-opens it for ``reprobe_s`` (a short fixed interval,
+    so a recovered provider is noticed soon) or, with ``reprobe_s`` unset, for
+    ``min(open_cap_s, open_base_s * growth**(n-1))`` on the n-th consecutive trip.
+    Every open time is scaled by a uniform jitter in [1 - jitter, 1 + jitter]. A
+    probe whose outcome never arrives frees its slot after ``probe_timeout_s``.
+
+    The defaults: a provider down 30–120 s is probed at ~28 s and then every ~12 s,
+    so it is back in use within ~13 s of recovering, while a 60 s outage costs at
+    most 3 tripping calls plus 3 probes.
     """
 
-    consecutive_failures: int = Field(default=5, ge=1)
+    count: list[ErrorKind] = Field(
+        default_factory=lambda: sorted(AVAILABILITY_FAILURES),
+        description="Failure kinds that count against a model's availability.",
+    )
+    consecutive_failures: int = Field(default=3, ge=1)
     failure_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
     window: int = Field(default=20, ge=1)
     min_requests: int = Field(default=10, ge=1)
-    open_base_s: PositiveFloat = 30.0
+    open_base_s: PositiveFloat = 28.0
+    reprobe_s: PositiveFloat | None = 12.0
     growth: Annotated[float, Field(ge=1.0)] = 2.0
     open_cap_s: PositiveFloat = 600.0
-    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.1
+    jitter: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     half_open_probes: int = Field(default=1, ge=1)
+    probe_timeout_s: PositiveFloat = 120.0
 
     @model_validator(mode="after")
     def _window_holds_min_requests(self) -> Breaker:
@@ -142,6 +178,9 @@ class Breaker(_Strict):
                 f"min_requests: {self.min_requests} exceeds window {self.window} "
                 "(the failure-rate rule could never fire)"
             )
+        bad = [k.value for k in self.count if k in (ErrorKind.OK,)]
+        if bad:
+            raise ValueError("count: 'ok' is not a failure kind")
         return self
 
 
@@ -157,10 +196,36 @@ class Budget(_Strict):
 
 
 class Health(_Strict):
-    """Health statistics: latency EWMA weight and the error-rate window."""
+    """Health statistics.
+
+    ``ewma_alpha`` weighs each new latency sample in the EWMA kept per (model,
+    route); ``error_window`` is the rolling error-rate window per model. A model
+    skipped because its *observed* latency exceeds a route's limit is re-admitted
+    after ``latency_cooldown_s`` with its estimate reset to the profile's, so one
+    slow sample can never exclude it for good.
+    """
 
     ewma_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.2
     error_window: int = Field(default=50, ge=1)
+    latency_cooldown_s: PositiveFloat = 60.0
+
+
+class Quality(_Strict):
+    """Observed completion per (model, route): how often a model's answers pass.
+
+    A Beta posterior whose prior is the profile's completion figure for the route's
+    task type (worth ``prior_weight`` observations; 0.5 when the profile has none),
+    with exponential forgetting over about ``window`` observations so that it follows
+    a model that changes. It is used once ``min_observations`` are in: by
+    ``ordering: score`` in place of the profile's figure, and by a route's
+    ``min_observed_completion``; a model skipped for quality is re-admitted after
+    ``cooldown_s`` with its observations forgotten.
+    """
+
+    prior_weight: NonNegativeFloat = 10.0
+    min_observations: int = Field(default=20, ge=1)
+    window: int = Field(default=200, ge=2)
+    cooldown_s: PositiveFloat = 300.0
 
 
 class Scoring(_Strict):
@@ -186,6 +251,7 @@ class RouterConfig(_Strict):
     breaker: Breaker = Field(default_factory=Breaker)
     budget: Budget = Field(default_factory=Budget)
     health: Health = Field(default_factory=Health)
+    quality: Quality = Field(default_factory=Quality)
     scoring: Scoring = Field(default_factory=Scoring)
 
     @model_validator(mode="after")
@@ -237,19 +303,88 @@ class RouterConfig(_Strict):
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line naming the first failing field path, the problem and the bad value."""
-    err = exc.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
+    """One line: the first problem (unknown fields first), its path, the bad value, and
+    where the other problems are (``[+2 more: models[3].id, breaker.window]``).
+
+    An unknown field gets the closest known field name as a hint, so a typo such as
+    ``chian:`` reads ``routes.default.chian: unknown field (did you mean 'chain'?)``.
+    """
+    import difflib
+    import types
+    import typing
+
+    def path_of(loc: tuple[Any, ...]) -> str:
+        text = ""
+        for item in loc:
+            text += f"[{item}]" if isinstance(item, int) else (f".{item}" if text else item)
+        return text
+
+    def concrete(tp: Any) -> list[Any]:
+        """``tp`` without ``Annotated`` and ``None``, a union split into its members."""
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):
+            return [c for a in typing.get_args(tp) if a is not type(None) for c in concrete(a)]
+        return [tp]
+
+    def fields_at(loc: tuple[Any, ...]) -> list[str]:
+        """The field names of the model that holds ``loc`` (walked from RouterConfig)."""
+        current: list[Any] = [RouterConfig]
+        for item in loc:
+            following: list[Any] = []
+            for tp in (c for t in current for c in concrete(t)):
+                origin = typing.get_origin(tp)
+                if origin is dict:
+                    following.append(typing.get_args(tp)[1])
+                elif origin is list:
+                    following.append(typing.get_args(tp)[0])
+                elif isinstance(tp, type) and issubclass(tp, BaseModel):
+                    field = tp.model_fields.get(item) if isinstance(item, str) else None
+                    if field is not None:
+                        following.append(field.annotation)
+            current = following
+        names: list[str] = []
+        for tp in (c for t in current for c in concrete(t)):
+            if isinstance(tp, type) and issubclass(tp, BaseModel):
+                names += [n for n in tp.model_fields if n not in names]
+        return names
+
+    def describe(err: Any) -> tuple[str, str]:
+        loc = tuple(err["loc"])
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        if err["type"] == "extra_forbidden":
+            known = fields_at(loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+            if close:
+                msg = f"unknown field (did you mean {close[0]!r}?)"
+            elif known:
+                msg = f"unknown field (expected one of: {', '.join(known)})"
+            else:
+                msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif "input" in err and not isinstance(err["input"], dict | list):
+            msg += f" (got {err['input']!r})"
+        # A model validator's message names its own sub-path first ("chain[1]: ...").
+        return path_of(loc), msg
+
+    errors = exc.errors(include_url=False)
+    # Unknown fields first: a typo also makes the intended field "missing", and the
+    # typo is the thing to fix.
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
     where = f"{source}: " if source else ""
-    if path:
-        bad = err.get("input")
-        shown = "" if isinstance(bad, dict | list) else f" (got {bad!r})"
-        more = f" [+{len(exc.errors()) - 1} more]" if len(exc.errors()) > 1 else ""
-        return f"{where}{path}: {msg}{shown}{more}"
-    return f"{where}{msg}"
+    path, msg = describe(errors[0])
+    first = f"{where}{path}: {msg}" if path else f"{where}{msg}"
+    if len(errors) == 1:
+        return first
+    others = []
+    for err in errors[1:]:
+        p, m = describe(err)
+        others.append(p or m.split(":", 1)[0])
+    shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    return f"{first} [+{len(others)} more: {shown}]"
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "") -> RouterConfig:
@@ -265,14 +400,46 @@ def config_from_dict(data: Mapping[str, Any], source: str = "") -> RouterConfig:
 
 
 def _parse(text: str, suffix: str, source: str) -> Any:
+    """Parse config text by format; a syntax error names the line and column."""
     try:
         if suffix in (".yaml", ".yml"):
-            return yaml.safe_load(text)
+
+            class UniqueKeyLoader(yaml.SafeLoader):
+                """PyYAML keeps the last of two equal keys silently (a route defined
+                twice would quietly lose one); this loader rejects them."""
+
+            def mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+                loader.flatten_mapping(node)
+                out: dict[Any, Any] = {}
+                for key_node, value_node in node.value:
+                    key = loader.construct_object(key_node, deep=True)
+                    if key in out:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"duplicate key {key!r}", key_node.start_mark
+                        )
+                    out[key] = loader.construct_object(value_node, deep=True)
+                return out
+
+            UniqueKeyLoader.add_constructor(
+                yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                mapping,  # type: ignore[arg-type]
+            )
+            return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
         if suffix == ".json":
             return json.loads(text)
         if suffix == ".toml":
             return tomllib.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = exc.problem or exc.context or "syntax error"
+        raise ConfigError(f"{source}: not valid YAML{at}: {what}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from exc
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        # TOML's message already ends with "(at line L, column C)".
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"{source}: not valid {suffix[1:].upper()}: {first}") from exc
     raise ConfigError(

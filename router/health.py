@@ -46,3 +46,60 @@ class ModelHealth:
     @property
     def samples(self) -> int:
         return self._count
+
+
+class RouteStats:
+    """What the policy has observed of one model on one route.
+
+    *Latency*: an EWMA of answered attempts (and timeouts), ``None`` until the first
+    sample. ``latency_hold_until`` is when a model skipped because this EWMA exceeds
+    the route's limit gets another chance: then the EWMA is forgotten and the
+    profile's figure applies again, so one slow sample never excludes a model for
+    good and limits of other routes are not affected.
+
+    *Quality*: a Beta posterior of completion over the answers this model gave on
+    this route (``ok`` a success, ``validation`` a failure), with exponential
+    forgetting (``decay`` per observation) and a prior worth ``prior_weight``
+    observations at ``prior``. ``quality_hold_until`` plays the same role as the
+    latency one for a route's ``min_observed_completion``.
+    """
+
+    __slots__ = (
+        "latency_ewma_s",
+        "latency_hold_until",
+        "q_ok",
+        "q_n",
+        "prior",
+        "prior_weight",
+        "decay",
+        "quality_hold_until",
+    )
+
+    def __init__(self, prior: float, prior_weight: float, window: int) -> None:
+        self.latency_ewma_s: float | None = None
+        self.latency_hold_until = 0.0
+        self.q_ok = 0.0
+        self.q_n = 0.0
+        self.prior = prior
+        self.prior_weight = prior_weight
+        self.decay = 1.0 - 1.0 / window
+        self.quality_hold_until = 0.0
+
+    def observe_latency(self, latency_s: float, alpha: float) -> None:
+        ewma = self.latency_ewma_s
+        self.latency_ewma_s = latency_s if ewma is None else ewma + alpha * (latency_s - ewma)
+
+    def observe_quality(self, ok: bool) -> None:
+        d = self.decay
+        self.q_ok = self.q_ok * d + (1.0 if ok else 0.0)
+        self.q_n = self.q_n * d + 1.0
+
+    @property
+    def observed_completion(self) -> float:
+        """The posterior mean of completion (the prior alone before any answer)."""
+        w = self.prior_weight
+        return (self.q_ok + w * self.prior) / (self.q_n + w)
+
+    def forget_quality(self) -> None:
+        self.q_ok = 0.0
+        self.q_n = 0.0

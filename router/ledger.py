@@ -7,6 +7,17 @@ every cap that applies (global daily, per model, per provider), so concurrent
 tasks can never jointly plan past a cap. When a call ends its reservation is
 released and its actual cost booked.
 
+Every reservation is a numbered hold (:meth:`SpendLedger.reserve` returns its
+number) that ends exactly once, by :meth:`~SpendLedger.settle` (the call ended:
+book its cost) or :meth:`~SpendLedger.release` (it was cancelled or raised:
+book nothing). A hold older than :data:`STALE_RESERVATION_S` when the day rolls
+over was leaked by a driver that died mid-call, and is dropped then, so a leak
+can never block spending for good.
+
+Budget alerts are appended to :attr:`SpendLedger.alerts` and handed to every
+callable in :attr:`SpendLedger.listeners` (the live router logs them and calls
+its ``on_alert``).
+
 Days are ``floor(now / 86400)`` of the clock the driver hands in. Past days are
 kept in :attr:`SpendLedger.history`.
 """
@@ -14,12 +25,14 @@ kept in :attr:`SpendLedger.history`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from router.config import Budget
 
 DAY_S = 86_400.0
+#: A reservation older than this at a day's rollover is a leak (no call lasts an hour).
+STALE_RESERVATION_S = 3_600.0
 _EPS = 1e-12  # float slack so that spending exactly the cap is allowed
 
 
@@ -80,7 +93,12 @@ class SpendLedger:
         self.all_time_usd = 0.0
         self.history: dict[int, DaySpend] = {}
         self.alerts: list[BudgetAlert] = []
+        self.listeners: list[Callable[[BudgetAlert], None]] = []
         self.rejections = 0
+        #: open holds: number -> (model index, amount, time reserved)
+        self.holds: dict[int, tuple[int, float, float]] = {}
+        self._next_hold = 0
+        self.stale_dropped = 0
         self.reconfigure(budget, model_ids, providers)
 
     def reconfigure(
@@ -135,6 +153,10 @@ class SpendLedger:
         if self.day is not None:
             self.history[self.day] = self.snapshot()
         self.day = day
+        stale = [h for h, (_, _, at) in self.holds.items() if now - at > STALE_RESERVATION_S]
+        for h in stale:
+            self.release(h)
+            self.stale_dropped += 1
         self.spent_model = [0.0] * len(self.spent_model)
         self.spent_provider = [0.0] * len(self.spent_provider)
         self.spent_total = 0.0
@@ -173,20 +195,43 @@ class SpendLedger:
             <= self.cap_provider[p] + _EPS
         )
 
-    def reserve(self, model: int, amount: float) -> None:
-        """Hold ``amount`` against the caps while a call is in flight."""
+    def reserve(self, model: int, amount: float, now: float = 0.0) -> int:
+        """Hold ``amount`` against the caps while a call is in flight; returns the hold's
+        number, to be passed to exactly one :meth:`settle` or :meth:`release`."""
         self.reserved_model[model] += amount
         self.reserved_provider[self.model_provider[model]] += amount
         self.reserved_total += amount
+        hold = self._next_hold
+        self._next_hold = hold + 1
+        self.holds[hold] = (model, amount, now)
+        return hold
 
-    def settle(
-        self, model: int, reserved: float, actual: float, task_type: str, now: float
-    ) -> None:
-        """Release a reservation and book the call's actual cost (may raise alerts)."""
+    def _unhold(self, hold: int) -> tuple[int, float] | None:
+        entry = self.holds.pop(hold, None)
+        if entry is None:
+            return None  # already ended (or dropped as stale): ending twice is a no-op
+        model, amount, _ = entry
+        self.reserved_model[model] -= amount
+        self.reserved_provider[self.model_provider[model]] -= amount
+        self.reserved_total -= amount
+        if not self.holds:
+            # Float residue from many +=/-= must not leave a phantom reservation.
+            self.reserved_total = 0.0
+            self.reserved_model = [0.0] * len(self.reserved_model)
+            self.reserved_provider = [0.0] * len(self.reserved_provider)
+        return model, amount
+
+    def release(self, hold: int) -> None:
+        """End a hold without booking anything (the call was cancelled or raised)."""
+        self._unhold(hold)
+
+    def settle(self, hold: int, actual: float, task_type: str, now: float) -> None:
+        """End a hold and book the call's actual cost (may raise alerts)."""
+        entry = self._unhold(hold)
+        if entry is None:
+            return
+        model = entry[0]
         p = self.model_provider[model]
-        self.reserved_model[model] -= reserved
-        self.reserved_provider[p] -= reserved
-        self.reserved_total -= reserved
         if self.day is None or now >= (self.day + 1) * DAY_S:
             self._roll(now)
         if actual == 0.0:
@@ -209,7 +254,10 @@ class SpendLedger:
     def _check(self, cap: _Cap, spent: float, now: float) -> None:
         fr = cap.fractions
         while cap.next_i < len(fr) and spent >= fr[cap.next_i] * cap.cap - _EPS:
-            self.alerts.append(
-                BudgetAlert(cap.scope, cap.key, fr[cap.next_i], spent, cap.cap, now, self.day or 0)
+            alert = BudgetAlert(
+                cap.scope, cap.key, fr[cap.next_i], spent, cap.cap, now, self.day or 0
             )
+            self.alerts.append(alert)
             cap.next_i += 1
+            for listener in self.listeners:
+                listener(alert)

@@ -22,18 +22,32 @@ order, or score order):
 
 1. *Filters* skip a candidate with a reason: ``preview``/``deprecated`` (only in
    production), ``cost`` (the attempt's estimate would take the task past
-   ``max_cost_per_task``), ``latency`` (expected latency — observed EWMA once
-   there is one, else the profile's — above ``max_latency_ms``),
-   ``breaker_open``, ``budget`` (a cap would be exceeded) and ``deadline``
-   (the expected latency no longer fits before the task's deadline).
+   ``max_cost_per_task``), ``latency`` (expected latency — the EWMA observed on
+   this route once there is one, else the profile's — above ``max_latency_ms``;
+   an observed exclusion lasts ``health.latency_cooldown_s``, then the estimate
+   is forgotten and the model gets another chance), ``quality`` (observed
+   completion on this route below ``min_observed_completion``; re-admitted after
+   ``quality.cooldown_s``), ``deadline`` (the expected latency no longer fits
+   before the task's deadline), ``breaker_open`` and ``budget`` (a cap would be
+   exceeded).
 2. *Attempts*: up to ``attempts_per_model`` calls, each with timeout
    ``min(attempt_timeout, time left)``, so no attempt can outlive the SLA.
-3. *Retries* wait an exponential backoff with jitter; after a 429 at least its
-   Retry-After. If that wait would not leave room for another attempt before
-   the deadline, the run falls back to the next candidate at once instead.
+3. *Retries* on the same model only for the kinds in the route's ``retry_on``;
+   they wait an exponential backoff with jitter, and at least the provider's
+   Retry-After (429 or 503). If that wait would not leave room for another
+   attempt before the deadline, the run falls back to the next candidate at once.
 4. *Non-retryable* failures (400, 401, 403, context length) fall back without
    a retry; a content-filter refusal ends the task unless the route says
    ``fallback_on_refusal``.
+
+*Availability vs quality.* Only the kinds in ``breaker.count`` feed a model's
+breaker; answers that fail validation feed the per-(model, route) quality
+statistic instead (:class:`~router.health.RouteStats`).
+
+*Liveness.* Everything a call acquires — its budget hold and, in half-open, its
+probe slot — is given back exactly once: by :meth:`TaskRun.record` whatever the
+outcome's kind, or by :meth:`TaskRun.abort` when the driver is cancelled, raises,
+or finds the task's own spec invalid.
 
 Every decision's randomness (backoff and breaker jitter) comes from one
 ``random.Random(seed)``: the same seed and the same outcomes give the same
@@ -47,20 +61,29 @@ from collections.abc import Iterable
 
 from router.breaker import CircuitBreaker
 from router.config import Route, RouterConfig
-from router.health import ModelHealth
+from router.health import ModelHealth, RouteStats
 from router.ledger import SpendLedger
-from router.outcome import BREAKER_FAILURES, NON_RETRYABLE, ErrorKind, Outcome
+from router.outcome import NON_RETRYABLE, ErrorKind, Outcome
 from router.result import Attempt, Call, Finish, TaskResult, Wait
 from router.scoring import cost_per_success, score
 from router.task import Task
 
 _OK = ErrorKind.OK
-_RATE_LIMITED = ErrorKind.RATE_LIMITED
+_VALIDATION = ErrorKind.VALIDATION
 _CONTENT_FILTER = ErrorKind.CONTENT_FILTER
 # Outcomes whose latency says how long an answer takes (fast failures do not).
 _LATENCY_KINDS = frozenset(
-    {ErrorKind.OK, ErrorKind.VALIDATION, ErrorKind.MALFORMED, ErrorKind.TIMEOUT}
+    {
+        ErrorKind.OK,
+        ErrorKind.VALIDATION,
+        ErrorKind.MALFORMED,
+        ErrorKind.TIMEOUT,
+        ErrorKind.FIRST_TOKEN_TIMEOUT,
+    }
 )
+_TIMEOUTS = frozenset({ErrorKind.TIMEOUT, ErrorKind.FIRST_TOKEN_TIMEOUT})
+# Failures whose Retry-After (if the provider sent one) the next retry honours.
+_RETRY_AFTER_KINDS = frozenset({ErrorKind.RATE_LIMITED, ErrorKind.SERVER_ERROR})
 
 
 class _Model:
@@ -116,12 +139,23 @@ class _Plan:
         "jitter",
         "by_score",
         "refusal_falls_back",
+        "retry_on",
+        "min_quality",
+        "stats",
     )
 
-    def __init__(self, name: str, route: Route, models: dict[str, _Model], production: bool):
+    def __init__(
+        self,
+        name: str,
+        route: Route,
+        models: dict[str, _Model],
+        production: bool,
+        stats: list[RouteStats],
+    ):
         self.name = name
         self.route = route
         self.chain = [models[m] for m in route.chain]
+        self.stats = stats
         # Environment filters never change while a config is loaded: decide them once.
         self.static_skip: list[str | None] = [
             m.status if production and m.status != "stable" else None for m in self.chain
@@ -137,6 +171,8 @@ class _Plan:
         self.jitter = route.backoff.jitter
         self.by_score = route.ordering == "score"
         self.refusal_falls_back = route.fallback_on_refusal
+        self.retry_on = frozenset(route.retry_on)
+        self.min_quality = route.min_observed_completion
 
 
 class RoutingPolicy:
@@ -155,6 +191,8 @@ class RoutingPolicy:
         self.breakers: list[CircuitBreaker] = []
         self.health: list[ModelHealth] = []
         self.ledger = SpendLedger(config.budget, [], [])
+        #: per (route name, model id): observed latency and quality on that route
+        self.route_stats: dict[tuple[str, str], RouteStats] = {}
         self._install(config)
         self.tasks_finished = 0
         self.tasks_succeeded = 0
@@ -195,9 +233,30 @@ class RoutingPolicy:
         self.model_index = {m.id: m.index for m in models if m.id in current}
         by_id = {m.id: m for m in models if m.id in current}
         production = config.environment == "production"
-        self._plans = {
-            name: _Plan(name, route, by_id, production) for name, route in config.routes.items()
-        }
+        q = config.quality
+        for key, st in self.route_stats.items():
+            st.prior_weight = q.prior_weight
+            st.decay = 1.0 - 1.0 / q.window
+            profile = next((p for p in config.models if p.id == key[1]), None)
+            if profile is not None:
+                st.prior = _prior(profile, key[0], config)
+        self._plans = {}
+        for name, route in config.routes.items():
+            stats = []
+            for mid in route.chain:
+                st = self.route_stats.get((name, mid))
+                if st is None:
+                    st = RouteStats(
+                        _prior(config.model(mid), name, config), q.prior_weight, q.window
+                    )
+                    self.route_stats[(name, mid)] = st
+                stats.append(st)
+            self._plans[name] = _Plan(name, route, by_id, production, stats)
+        self.breaker_count = frozenset(config.breaker.count)
+        self._alpha = config.health.ewma_alpha
+        self._latency_cooldown = config.health.latency_cooldown_s
+        self._quality_min_n = float(q.min_observations)
+        self._quality_cooldown = q.cooldown_s
         self._plan_for: dict[str, _Plan] = {}
         self.config = config
         self._zero_floor = config.scoring.zero_cost_floor_usd
@@ -233,18 +292,39 @@ class RoutingPolicy:
         ewma = self.health[model.index].latency_ewma_s
         return ewma if ewma is not None else model.latency_s
 
+    def observed_completion(self, route: str, model_id: str) -> float | None:
+        """The observed completion of ``model_id`` on ``route`` (``None`` before
+        ``quality.min_observations`` answers were seen there)."""
+        st = self.route_stats.get((route, model_id))
+        if st is None or st.q_n < self._quality_min_n:
+            return None
+        return st.observed_completion
+
     def scores(self, task_type: str, models: Iterable[str] | None = None) -> dict[str, float]:
         """The routing score of each model (of a route's chain by default)."""
         plan = self.plan_for(task_type)
-        chosen = (
-            plan.chain if models is None else [self.models[self.model_index[m]] for m in models]
-        )
-        return {m.id: self._score(m, task_type, plan, 0, 0) for m in chosen}
+        if models is None:
+            pairs = list(zip(plan.chain, plan.stats, strict=True))
+        else:
+            pairs = []
+            for mid in models:
+                m = self.models[self.model_index[mid]]
+                st = self.route_stats.get((plan.name, mid))
+                pairs.append((m, st))
+        return {m.id: self._score(m, st, task_type, plan, 0, 0) for m, st in pairs}
 
-    def _score(self, m: _Model, task_type: str, plan: _Plan, pt: int, ct: int) -> float:
-        lat = self.expected_latency_s(m)
+    def _score(
+        self, m: _Model, st: RouteStats | None, task_type: str, plan: _Plan, pt: int, ct: int
+    ) -> float:
+        lat = st.latency_ewma_s if st is not None else None
+        if lat is None:
+            lat = m.latency_s
+        if st is not None and st.q_n >= self._quality_min_n:
+            completion: float | None = st.observed_completion
+        else:
+            completion = m.completion_by_type.get(task_type, m.completion)
         return score(
-            m.completion_by_type.get(task_type, m.completion),
+            completion,
             m.estimate(pt, ct),
             lat * 1000.0 if lat is not None else None,
             zero_cost_floor_usd=self._zero_floor,
@@ -252,8 +332,24 @@ class RoutingPolicy:
         )
 
 
+def _prior(profile, route: str, config: RouterConfig) -> float:  # noqa: ANN001 - ModelProfile
+    """The quality prior of a model on a route: its completion figure for the route's
+    task type (by route name or any type aliased to it), else overall, else 0.5."""
+    by_type = profile.completion_by_type
+    if route in by_type:
+        return by_type[route]
+    for task_type, target in config.aliases.items():
+        if target == route and task_type in by_type:
+            return by_type[task_type]
+    return profile.completion_rate if profile.completion_rate is not None else 0.5
+
+
 class TaskRun:
-    """The routing of one task: a state machine driven by ``next_action``/``record``."""
+    """The routing of one task: a state machine driven by ``next_action``/``record``.
+
+    Every call it plans holds a budget reservation (and, in half-open, a probe slot)
+    until exactly one of :meth:`record` or :meth:`abort` ends it.
+    """
 
     __slots__ = (
         "policy",
@@ -264,16 +360,21 @@ class TaskRun:
         "deadline",
         "order",
         "skip_static",
+        "stats",
         "pos",
         "attempt",
         "spent",
         "attempts",
         "skips",
         "pending",
+        "pending_hold",
         "pending_reserved",
         "pending_probe",
         "pending_started",
+        "pending_stats",
+        "pending_clamped",
         "done",
+        "result",
     )
 
     def __init__(self, policy: RoutingPolicy, task: Task, task_type: str, plan: _Plan, now: float):
@@ -287,23 +388,29 @@ class TaskRun:
             pt, ct = task.prompt_tokens, task.completion_tokens
             ranked = sorted(
                 range(len(plan.chain)),
-                key=lambda i: -policy._score(plan.chain[i], task_type, plan, pt, ct),
+                key=lambda i: -policy._score(plan.chain[i], plan.stats[i], task_type, plan, pt, ct),
             )
             self.order = [plan.chain[i] for i in ranked]
             self.skip_static = [plan.static_skip[i] for i in ranked]
+            self.stats = [plan.stats[i] for i in ranked]
         else:
             self.order = plan.chain
             self.skip_static = plan.static_skip
+            self.stats = plan.stats
         self.pos = 0
         self.attempt = 0
         self.spent = 0.0
         self.attempts: list[Attempt] = []
         self.skips: list[tuple[str, str]] = []
         self.pending: _Model | None = None
+        self.pending_hold = -1
         self.pending_reserved = 0.0
         self.pending_probe = False
         self.pending_started = 0.0
+        self.pending_stats: RouteStats | None = None
+        self.pending_clamped = False
         self.done = False
+        self.result: TaskResult | None = None
 
     def next_action(self, now: float) -> Call | Finish:
         """The next call to make, or the end of the task. Call after start and after a Wait."""
@@ -316,19 +423,41 @@ class TaskRun:
         order = self.order
         task = self.task
         deadline = self.deadline
+        max_latency = plan.max_latency_s
+        min_quality = plan.min_quality
         while self.pos < len(order):
             m = order[self.pos]
             reason = self.skip_static[self.pos]
             if reason is None:
                 i = m.index
+                st = self.stats[self.pos]
                 est = m.estimate(task.prompt_tokens, task.completion_tokens)
-                ewma = policy.health[i].latency_ewma_s
+                ewma = st.latency_ewma_s
+                if ewma is not None and ewma >= max_latency:
+                    # Excluded on observed latency (an estimate that fills the whole SLA
+                    # can never fit, e.g. after a timeout at the limit): for a cool-down,
+                    # then forget the estimate (back to the profile's) and try again.
+                    hold = st.latency_hold_until
+                    if hold == 0.0:
+                        st.latency_hold_until = now + policy._latency_cooldown
+                    elif now >= hold:
+                        st.latency_ewma_s = ewma = None
+                        st.latency_hold_until = 0.0
                 expected = ewma if ewma is not None else m.latency_s
                 remaining = deadline - now
                 if self.spent + est > plan.max_cost + 1e-12:
                     reason = "cost"
-                elif expected is not None and expected > plan.max_latency_s:
+                elif expected is not None and (
+                    expected > max_latency or (ewma is not None and ewma >= max_latency)
+                ):
                     reason = "latency"
+                elif (
+                    min_quality is not None
+                    and st.q_n >= policy._quality_min_n
+                    and st.observed_completion < min_quality
+                    and not self._quality_readmits(st, now)
+                ):
+                    reason = "quality"
                 elif remaining <= 0.0 or (expected is not None and expected > remaining):
                     reason = "deadline"
                 elif not policy.breakers[i].allows(now):
@@ -341,9 +470,11 @@ class TaskRun:
                     self.pending = m
                     self.pending_reserved = est
                     self.pending_started = now
-                    policy.ledger.reserve(i, est)
-                    self.pending_probe = policy.breakers[i].on_call()
+                    self.pending_stats = st
+                    self.pending_hold = policy.ledger.reserve(i, est, now)
+                    self.pending_probe = policy.breakers[i].on_call(now)
                     timeout = plan.attempt_timeout_s
+                    self.pending_clamped = remaining < timeout
                     return Call(
                         m.id, timeout if timeout < remaining else remaining, self.attempt, i
                     )
@@ -351,6 +482,19 @@ class TaskRun:
             self.pos += 1
             self.attempt = 0
         return self._finish(now, False, None, None)
+
+    def _quality_readmits(self, st: RouteStats, now: float) -> bool:
+        """Whether a model below the route's quality floor is let through now (its
+        cool-down ended: its observations are forgotten so the estimate can recover)."""
+        hold = st.quality_hold_until
+        if hold == 0.0:
+            st.quality_hold_until = now + self.policy._quality_cooldown
+            return False
+        if now >= hold:
+            st.forget_quality()
+            st.quality_hold_until = 0.0
+            return True
+        return False
 
     def record(self, outcome: Outcome, now: float) -> Call | Wait | Finish:
         """Book the outcome of the call in flight and answer with the next action."""
@@ -363,40 +507,109 @@ class TaskRun:
         kind = outcome.kind
         cost = self.pending_reserved if outcome.cost_usd is None else outcome.cost_usd
         self.spent += cost
-        policy.ledger.settle(i, self.pending_reserved, cost, self.task_type, now)
+        policy.ledger.settle(self.pending_hold, cost, self.task_type, now)
         latency = outcome.latency_s
         self.attempts.append(
             Attempt(
-                m.id, self.attempt, self.pending_started, kind.value, latency, cost, outcome.detail
+                m.id,
+                self.attempt,
+                self.pending_started,
+                kind.value,
+                latency,
+                cost,
+                outcome.detail,
+                outcome.prompt_tokens,
+                outcome.completion_tokens,
+                outcome.provider_model,
+                outcome.request_id,
+                outcome.status,
+                outcome.retry_after_s,
+                outcome.ttft_s,
             )
         )
         health = policy.health[i]
+        st = self.pending_stats
         if kind in _LATENCY_KINDS:
             health.observe_latency(latency)
+            st.observe_latency(latency, policy._alpha)  # type: ignore[union-attr]
+        breaker = policy.breakers[i]
         if kind is _OK:
+            st.observe_quality(True)  # type: ignore[union-attr]
             health.observe_outcome(False)
-            policy.breakers[i].on_success(now, self.pending_probe)
+            breaker.on_success(now, self.pending_probe)
             return self._finish(now, True, m.id, outcome.output)
-        counts = kind in BREAKER_FAILURES
+        if kind is _VALIDATION:
+            st.observe_quality(False)  # type: ignore[union-attr]
+        # A timeout cut short by the task's own deadline says the task ran out of time,
+        # not that the provider is down.
+        counts = kind in policy.breaker_count and not (kind in _TIMEOUTS and self.pending_clamped)
         health.observe_outcome(counts)
         if counts:
-            policy.breakers[i].on_failure(now, self.pending_probe)
+            breaker.on_failure(now, self.pending_probe)
+        else:
+            # Says nothing about availability (a wrong answer, a 400, an uncounted 429):
+            # the probe slot is freed and the breaker's state left as it is.
+            breaker.release(self.pending_probe)
         plan = self.plan
         if kind in NON_RETRYABLE:
             if kind is _CONTENT_FILTER and not plan.refusal_falls_back:
                 return self._finish(now, False, None, None, error="content_filter")
             return self._fall_back(now)
-        if self.attempt >= plan.attempts:
+        if kind not in plan.retry_on or self.attempt >= plan.attempts:
             return self._fall_back(now)
-        delay = self._backoff(self.attempt)
-        if kind is _RATE_LIMITED and outcome.retry_after_s is not None:
+        # Backoff spreads load off a struggling provider; a wrong answer is no sign of
+        # one, so a retry after a failed validation goes at once.
+        delay = 0.0 if kind is _VALIDATION else self._backoff(self.attempt)
+        if outcome.retry_after_s is not None and kind in _RETRY_AFTER_KINDS:
             delay = max(delay, outcome.retry_after_s)
-        ewma = health.latency_ewma_s
+        ewma = st.latency_ewma_s  # type: ignore[union-attr]
         expected = ewma if ewma is not None else (m.latency_s or 0.0)
         if now + delay + expected >= self.deadline:
             # Waiting would leave no room for the retry inside the SLA: move on now.
             return self._fall_back(now)
         return Wait(delay)
+
+    def abort(
+        self,
+        now: float,
+        error: str = "cancelled",
+        detail: str = "",
+        cost_usd: float | None = 0.0,
+    ) -> TaskResult:
+        """End the task now, failed with ``error``, giving back what the call in flight
+        holds: its probe slot, and its budget reservation — released, or settled at
+        ``cost_usd`` when the call did end and was billed (``None``: the estimate).
+
+        For the driver's unusual paths: the awaiting task was cancelled
+        (``cancelled``), the driver raised (``error``), or the task's own spec or
+        messages are invalid (``bad_spec``). Safe to call at any point, and more than
+        once: a finished run returns its result unchanged.
+        """
+        if self.done:
+            return self.result  # type: ignore[return-value]
+        m = self.pending
+        if m is not None:
+            self.pending = None
+            policy = self.policy
+            cost = self.pending_reserved if cost_usd is None else cost_usd
+            if cost:
+                policy.ledger.settle(self.pending_hold, cost, self.task_type, now)
+                self.spent += cost
+            else:
+                policy.ledger.release(self.pending_hold)
+            policy.breakers[m.index].release(self.pending_probe)
+            self.attempts.append(
+                Attempt(
+                    m.id,
+                    self.attempt,
+                    self.pending_started,
+                    error,
+                    max(0.0, now - self.pending_started),
+                    cost,
+                    detail,
+                )
+            )
+        return self._finish(now, False, None, None, error=error, detail=detail or None).result
 
     # -- helpers -------------------------------------------------------------------
     def _fall_back(self, now: float) -> Call | Finish:
@@ -423,6 +636,7 @@ class TaskRun:
         model: str | None,
         output: object,
         error: str | None = None,
+        detail: str | None = None,
     ) -> Finish:
         self.done = True
         policy = self.policy
@@ -434,22 +648,23 @@ class TaskRun:
                 error = "deadline"
             else:
                 error = "exhausted" if self.attempts else "no_candidate"
-        return Finish(
-            TaskResult(
-                self.task.task_id,
-                self.task_type,
-                self.plan.name,
-                success,
-                model,
-                output,
-                self.spent,
-                self.started,
-                now - self.started,
-                self.attempts,
-                self.skips,
-                error,
-            )
+        result = TaskResult(
+            self.task.task_id,
+            self.task_type,
+            self.plan.name,
+            success,
+            model,
+            output,
+            self.spent,
+            self.started,
+            now - self.started,
+            self.attempts,
+            self.skips,
+            error,
+            detail,
         )
+        self.result = result
+        return Finish(result)
 
 
 def route_all(

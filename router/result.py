@@ -5,9 +5,30 @@ from __future__ import annotations
 
 class Attempt:
     """One call that was made: model, its 1-based attempt number on that model,
-    when it started (driver clock), how it ended, how long it took, what it cost."""
+    when it started (driver clock), how it ended, how long it took, what it cost.
 
-    __slots__ = ("model", "number", "started_s", "kind", "latency_s", "cost_usd", "detail")
+    Measured facts the driver had (``None`` otherwise): the provider's reported
+    ``prompt_tokens``/``completion_tokens``, ``provider_model`` (the model name the
+    provider says answered), ``request_id``, HTTP ``status``, ``retry_after_s`` and
+    ``ttft_s`` (time to the first streamed token).
+    """
+
+    __slots__ = (
+        "model",
+        "number",
+        "started_s",
+        "kind",
+        "latency_s",
+        "cost_usd",
+        "detail",
+        "prompt_tokens",
+        "completion_tokens",
+        "provider_model",
+        "request_id",
+        "status",
+        "retry_after_s",
+        "ttft_s",
+    )
 
     def __init__(
         self,
@@ -18,6 +39,13 @@ class Attempt:
         latency_s: float,
         cost_usd: float,
         detail: str = "",
+        prompt_tokens: int | None = None,
+        completion_tokens: int | None = None,
+        provider_model: str | None = None,
+        request_id: str | None = None,
+        status: int | None = None,
+        retry_after_s: float | None = None,
+        ttft_s: float | None = None,
     ) -> None:
         self.model = model
         self.number = number
@@ -26,6 +54,13 @@ class Attempt:
         self.latency_s = latency_s
         self.cost_usd = cost_usd
         self.detail = detail
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
+        self.provider_model = provider_model
+        self.request_id = request_id
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.ttft_s = ttft_s
 
     def as_dict(self) -> dict[str, object]:
         return {s: getattr(self, s) for s in self.__slots__}
@@ -45,9 +80,13 @@ class TaskResult:
     as ``(model, reason)`` with reasons ``preview``, ``deprecated``, ``cost``,
     ``latency``, ``breaker_open``, ``budget`` or ``deadline``; ``error`` why a
     failed task failed: ``exhausted`` (every candidate tried or skipped),
-    ``no_candidate`` (all skipped, none called), ``deadline`` or
-    ``content_filter``. ``latency_s`` is from the task's start to its end,
-    waits included; ``cost_usd`` the sum of its attempts' costs.
+    ``no_candidate`` (all skipped, none called), ``deadline``,
+    ``content_filter``, ``bad_spec`` (the task's own spec or messages are
+    invalid; ``detail`` says how), ``cancelled`` or ``error`` (the driver raised
+    mid-call; ``detail`` names the exception). ``latency_s`` is from the task's
+    start to its end, waits included; ``cost_usd`` the sum of its attempts' costs.
+    Skip reasons also include ``quality`` (observed completion below the route's
+    ``min_observed_completion``).
     """
 
     __slots__ = (
@@ -63,6 +102,7 @@ class TaskResult:
         "attempts",
         "skips",
         "error",
+        "detail",
     )
 
     def __init__(
@@ -79,6 +119,7 @@ class TaskResult:
         attempts: list[Attempt],
         skips: list[tuple[str, str]],
         error: str | None,
+        detail: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -92,6 +133,7 @@ class TaskResult:
         self.attempts = attempts
         self.skips = skips
         self.error = error
+        self.detail = detail
 
     @property
     def models_tried(self) -> list[str]:
@@ -109,10 +151,41 @@ class TaskResult:
         first = attempts[0].model if attempts else None
         return any(a.model != first for a in attempts)
 
+    @property
+    def final_attempt(self) -> Attempt | None:
+        """The last call made (the one that answered, for a success)."""
+        return self.attempts[-1] if self.attempts else None
+
+    @property
+    def prompt_tokens(self) -> int | None:
+        """Prompt tokens the providers reported over all attempts (``None``: none did)."""
+        counts = [a.prompt_tokens for a in self.attempts if a.prompt_tokens is not None]
+        return sum(counts) if counts else None
+
+    @property
+    def completion_tokens(self) -> int | None:
+        """Completion tokens the providers reported over all attempts (``None``: none did)."""
+        counts = [a.completion_tokens for a in self.attempts if a.completion_tokens is not None]
+        return sum(counts) if counts else None
+
+    @property
+    def provider_model(self) -> str | None:
+        """The model name the provider reported for the final attempt."""
+        last = self.final_attempt
+        return last.provider_model if last is not None else None
+
+    @property
+    def request_id(self) -> str | None:
+        """The provider's request id of the final attempt."""
+        last = self.final_attempt
+        return last.request_id if last is not None else None
+
     def reasons(self) -> list[str]:
         """Every skip and failure as ``model: reason`` lines, in order."""
         out = [f"{m}: skipped ({r})" for m, r in self.skips]
         out += [f"{a.model}#{a.number}: {a.kind}" for a in self.attempts if a.kind != "ok"]
+        if self.detail:
+            out.append(f"{self.error}: {self.detail}")
         return out
 
     def __repr__(self) -> str:

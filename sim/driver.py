@@ -12,15 +12,21 @@ call follows the scenario's :class:`~sim.world.World` for this seed:
 1. *Rate limit*: more than ``rate_limit_rpm`` calls to a model in one clock
    minute (a fixed window, as most providers count) is answered at once with a
    429 carrying the scenario's Retry-After.
-2. *Outage*: during an outage the call fails fast with a 5xx or hangs until
-   the attempt's timeout, as the scenario says.
+2. *Outage*: during an outage the call fails fast with a 5xx or hangs; a hang
+   ends as a ``first_token_timeout`` after the model endpoint's
+   ``first_token_timeout_s`` (when the config gives one) or the attempt's
+   timeout, as the live providers report a server that never answers.
 3. *Capacity*: at most ``capacity`` calls run at once per model; later calls
    queue in FIFO order and the queueing time counts against the attempt's
-   timeout (a call still queued when it expires is a timeout).
+   timeout (a call still queued when it expires is a ``first_token_timeout``:
+   nothing came back).
 4. *The answer*: kind and service time come from the world's common random
    numbers for (task, model, attempt); an answer slower than what is left of
-   the timeout is a timeout. A task its model did not complete is reported as a
-   validation failure, which is how the live router detects it.
+   the timeout is a ``first_token_timeout`` for a model whose endpoint does not
+   stream (no headers arrive before the whole answer) and a ``timeout`` for one
+   that streams. A task its model did not complete is reported as a validation
+   failure, which is how the live router detects it: a *quality* outcome, which
+   feeds the policy's per-route completion statistic and not the breaker.
 
 Cost: answered attempts (ok, validation, malformed) cost the scenario's price;
 failures with no answer (timeout, 429, 5xx, outage) cost nothing, as providers
@@ -47,6 +53,7 @@ _VALIDATION = ErrorKind.VALIDATION
 _MALFORMED = ErrorKind.MALFORMED
 _SERVER = ErrorKind.SERVER_ERROR
 _TIMEOUT = ErrorKind.TIMEOUT
+_SILENT = ErrorKind.FIRST_TOKEN_TIMEOUT
 _RATE = ErrorKind.RATE_LIMITED
 
 #: Seconds a provider takes to turn a call away with a 429.
@@ -95,6 +102,14 @@ class Simulation:
         ]
         self.sink = sink
         self.progress = progress
+        # What a live provider would report for each model: how long a silent server
+        # is waited for, and which kind an answer too slow for its timeout is.
+        self.first_token_s: list[float | None] = []
+        self.slow_kind: list[ErrorKind] = []
+        for m in config.models:
+            ep = m.endpoint
+            self.first_token_s.append(ep.first_token_timeout_s if ep is not None else None)
+            self.slow_kind.append(_TIMEOUT if ep is not None and ep.stream else _SILENT)
         n = len(ids)
         self.calls = [0] * n
         self.failures = [0] * n
@@ -157,8 +172,10 @@ class Simulation:
         if down is not None:
             self.failures[m] += 1
             if down == "hang":
-                yield env.timeout(timeout)
-                return Outcome(_TIMEOUT, timeout, 0.0)
+                first = self.first_token_s[m]
+                wait = first if first is not None and first < timeout else timeout
+                yield env.timeout(wait)
+                return Outcome(_SILENT, wait, 0.0)
             lat = world.fail_fast_latency_s(m)
             lat = lat if lat < timeout else timeout
             yield env.timeout(lat)
@@ -172,7 +189,7 @@ class Simulation:
             if not slot.triggered:
                 site.queue.remove(slot)
                 self.failures[m] += 1
-                return Outcome(_TIMEOUT, timeout, 0.0)
+                return Outcome(_SILENT, timeout, 0.0)
             # the slot was handed over by a finishing call: in_use already counts us
         else:
             site.in_use += 1
@@ -185,7 +202,7 @@ class Simulation:
             if service >= left:
                 yield env.timeout(left if left > 0 else 0.0)
                 self.failures[m] += 1
-                return Outcome(_TIMEOUT, env.now - start, 0.0)
+                return Outcome(self.slow_kind[m], env.now - start, 0.0)
             yield env.timeout(service)
         finally:
             self._release(site)

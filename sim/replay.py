@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ import pyarrow.parquet as pq
 
 from router import RouterConfig, load_seed_config
 from sim.driver import Simulation
+from sim.outdir import check_out_dir, new_tmp_dir, replace_dir
 from sim.results import (
     SCALAR_KEYS,
     TASK_SCHEMA,
@@ -88,6 +88,7 @@ def run_trace(
         failures=sim.failures,
         spend=sim.spend,
         breaker_trips=trips,
+        budget_alerts=len(sim.policy.ledger.alerts),
     )
     used = {m for r in config.routes.values() for m in r.chain}
     outages = [o for o in world.outage_intervals() if o[0] in used] if cols.arrival_s else []
@@ -117,6 +118,7 @@ def _merge(runs: Sequence[RunOutput], model_ids: Sequence[str]) -> dict[str, Any
         failures=[sum(r.failures[i] for r in runs) for i in range(len(model_ids))],
         spend=[sum(r.spend[i] for r in runs) for i in range(len(model_ids))],
         breaker_trips=sum(r.breaker_trips for r in runs),
+        budget_alerts=sum(r.summary.get("budget_alerts", 0) for r in runs),
     )
     merged["throughput_per_hour"] = float(
         f"{sum(r.summary['throughput_per_hour'] for r in runs):.12g}"
@@ -161,9 +163,8 @@ def replay(
     tmp: Path | None = None
     writer: pq.ParquetWriter | None = None
     if out is not None:
-        target = Path(out)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        # Refused before any work when ``out`` is not ours to replace (sim.outdir).
+        tmp = new_tmp_dir(check_out_dir(out, flag="out"))
         writer = pq.ParquetWriter(tmp / "tasks.parquet", TASK_SCHEMA)
     try:
         runs: list[RunOutput] = []
@@ -208,7 +209,7 @@ def replay(
                 from sim.plots import write_figures
 
                 write_figures(report, config, tmp)
-            _swap_into_place(tmp, Path(out))  # type: ignore[arg-type]
+            replace_dir(tmp, out)  # type: ignore[arg-type]
             tmp = None
         return report
     finally:
@@ -221,19 +222,6 @@ def replay(
 def dump_summary(summary: dict[str, Any]) -> str:
     """The summary as stable JSON text (sorted keys are NOT used: the order is the spec's)."""
     return json.dumps(summary, indent=2, allow_nan=True) + "\n"
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    """Replace ``target`` with the finished ``tmp`` directory, never leaving it half-written."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 def compare(

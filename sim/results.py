@@ -67,6 +67,7 @@ SCALAR_KEYS: tuple[str, ...] = (
     "fallback_rate",
     "breaker_trips",
     "budget_rejections",
+    "budget_alerts",
 )
 
 
@@ -182,6 +183,7 @@ def summarize(
     failures: Sequence[int],
     spend: Sequence[float],
     breaker_trips: int,
+    budget_alerts: int = 0,
 ) -> dict[str, Any]:
     """The summary of one run (see the module docstring for the keys)."""
     n = int(arrays["latency_s"].size)
@@ -223,6 +225,7 @@ def summarize(
         "fallback_rate": _f(float(arrays["fell_back"].mean())) if n else 0.0,
         "breaker_trips": int(breaker_trips),
         "budget_rejections": int(arrays["budget_hit"].sum()),
+        "budget_alerts": int(budget_alerts),
         "per_model": per_model,
     }
 

@@ -81,7 +81,7 @@ def test_token_priced_cost_projection() -> None:
     assert res.model == "b"
 
 
-def test_latency_limit_uses_profile_then_observed_ewma() -> None:
+def test_latency_limit_uses_profile_then_observed_ewma_per_route() -> None:
     data = tiny_config().model_dump()
     data["routes"]["json"]["max_latency_ms"] = 700
     data["routes"]["sql"] = {"chain": ["a"], "max_cost_per_task": 1, "max_latency_ms": 5000}
@@ -89,17 +89,27 @@ def test_latency_limit_uses_profile_then_observed_ewma() -> None:
     policy = RoutingPolicy(cfg)
     clock = FakeClock()
     assert drive(policy, Task("x", "json"), ScriptedProvider({}), clock).model == "a"
-    # a's profile says 0.5 s; on a route with a looser SLA its answers take 0.95 s, and
-    # the first observation replaces the profile figure in the latency filter.
-    prov = ScriptedProvider({"a": [Outcome(ErrorKind.OK, 0.95)]})
-    policy.health[policy.model_index["a"]].latency_ewma_s = None
-    first = drive(policy, Task("x0", "sql"), prov, clock)
+    # a's profile says 0.5 s; on a route with a looser SLA its answers take 0.95 s. That
+    # route's observation does not touch the json route's estimate.
+    slow = ScriptedProvider({"a": [Outcome(ErrorKind.OK, 0.95)] * 3})
+    first = drive(policy, Task("x0", "sql"), slow, clock)
     assert first.model == "a"
-    assert policy.health[policy.model_index["a"]].latency_ewma_s == pytest.approx(0.95)
-    res = drive(policy, Task("late", "json"), prov, clock)
-    # b's profile (0.8 s) is over the 0.7 s limit too
+    assert policy.route_stats[("sql", "a")].latency_ewma_s == pytest.approx(0.95)
+    assert drive(policy, Task("j", "json"), ScriptedProvider({}), clock).model == "a"
+    # On the json route itself a slow answer (0.95 s > 0.7 s) excludes a...
+    policy.route_stats[("json", "a")].latency_ewma_s = None
+    drive(policy, Task("j1", "json"), slow, clock)
+    res = drive(policy, Task("late", "json"), slow, clock)
+    # ...and b's profile (0.8 s) is over the 0.7 s limit too
     assert res.skips == [("p", "preview"), ("a", "latency"), ("b", "latency")]
     assert res.error == "no_candidate"
+    # but only for health.latency_cooldown_s: then the estimate is forgotten and a is
+    # called again (one slow sample never excludes a model for good).
+    clock.advance(cfg.health.latency_cooldown_s - 1.0)
+    assert drive(policy, Task("still", "json"), slow, clock).skips[1] == ("a", "latency")
+    clock.advance(1.0)
+    back = drive(policy, Task("back", "json"), ScriptedProvider({}), clock)
+    assert back.model == "a" and back.skips == [("p", "preview")]
 
 
 def test_open_breaker_is_skipped() -> None:
