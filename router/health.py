@@ -69,6 +69,7 @@ class RouteStats:
         "latency_hold_until",
         "q_ok",
         "q_n",
+        "q_count",
         "prior",
         "prior_weight",
         "decay",
@@ -80,6 +81,7 @@ class RouteStats:
         self.latency_hold_until = 0.0
         self.q_ok = 0.0
         self.q_n = 0.0
+        self.q_count = 0  # answers seen since the last forget (undecayed)
         self.prior = prior
         self.prior_weight = prior_weight
         self.decay = 1.0 - 1.0 / window
@@ -93,6 +95,7 @@ class RouteStats:
         d = self.decay
         self.q_ok = self.q_ok * d + (1.0 if ok else 0.0)
         self.q_n = self.q_n * d + 1.0
+        self.q_count += 1
 
     @property
     def observed_completion(self) -> float:
@@ -103,3 +106,4 @@ class RouteStats:
     def forget_quality(self) -> None:
         self.q_ok = 0.0
         self.q_n = 0.0
+        self.q_count = 0

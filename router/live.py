@@ -13,11 +13,29 @@ validation is a failed attempt), then handed back as an
 breakers, health statistics and budgets are shared; the budget is safe under
 concurrency because the policy reserves a call's estimated cost before the
 call starts and settles it when it ends, all on the event loop's thread.
+
+The result/exception contract of :meth:`Router.route`:
+
+* a task that no candidate completed is *not* an exception: ``route`` returns a
+  :class:`~router.result.TaskResult` with ``success=False`` and ``error`` saying
+  why (``exhausted``, ``no_candidate``, ``deadline``, ``content_filter``,
+  ``bad_spec`` for a task whose own spec or messages are invalid — ``detail``
+  says how). Pass ``raise_on_failure=True`` (to the router or to one call) to get
+  :class:`RoutingError` instead, carrying the same result;
+* cancelling the awaiting task cancels the call in flight, gives back its budget
+  reservation and breaker probe slot, and re-raises ``CancelledError``;
+* an unexpected exception (a bug, a validator crashing) gives them back too and
+  propagates.
+
+Validators that run code or subprocesses run off the event loop, so a slow
+check never delays other tasks' timers. Budget alerts are logged as warnings on
+the ``router.budget`` logger and handed to ``on_alert``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -26,13 +44,17 @@ import httpx
 
 from router.config import RouterConfig, load_config
 from router.errors import CostRouteError, InputError
+from router.ledger import BudgetAlert
 from router.outcome import ErrorKind, Outcome
 from router.policy import RoutingPolicy
 from router.providers import ModelProvider, ProviderError, make_provider
 from router.recording import TraceRecorder
 from router.result import Call, Finish, TaskResult
 from router.task import Task
-from router.validation import validate_task
+from router.validation import check_spec, validate_task_async
+
+budget_log = logging.getLogger("router.budget")
+log = logging.getLogger("router.live")
 
 # A provider must end its attempt within the timeout it is given; this slack is the
 # driver's own backstop against one that does not.
@@ -46,6 +68,16 @@ class RoutingError(CostRouteError):
         self.result = result
         reasons = "; ".join(result.reasons()) or "no candidate"
         super().__init__(f"task {result.task_id} failed ({result.error}): {reasons}")
+
+
+class _BadSpec:
+    """An attempt whose answer revealed that the task's own spec is invalid."""
+
+    __slots__ = ("message", "cost")
+
+    def __init__(self, message: str, cost: float | None) -> None:
+        self.message = message
+        self.cost = cost
 
 
 class WallClock:
@@ -66,7 +98,9 @@ class Router:
     built from their profile's ``endpoint`` on first use (``transport`` applies to
     those, e.g. ``httpx.MockTransport`` in tests). ``recorder`` appends one trace
     record per task. ``validate`` turns structured-output validation off (then any
-    answer counts as completed).
+    answer counts as completed). ``on_alert`` is called with each
+    :class:`~router.ledger.BudgetAlert` (after it is logged); ``raise_on_failure``
+    makes :meth:`route` raise :class:`RoutingError` for a failed task.
     """
 
     def __init__(
@@ -80,8 +114,13 @@ class Router:
         validate: bool = True,
         transport: httpx.AsyncBaseTransport | None = None,
         system_prompt: str | None = None,
+        on_alert: Callable[[BudgetAlert], object] | None = None,
+        raise_on_failure: bool = False,
     ) -> None:
         self.policy = RoutingPolicy(config, seed=seed)
+        self.on_alert = on_alert
+        self.raise_on_failure = raise_on_failure
+        self.policy.ledger.listeners.append(self._alert)
         self._providers: dict[str, ModelProvider] = dict(providers or {})
         self._owned: list[ModelProvider] = []
         self._transport = transport
@@ -137,47 +176,103 @@ class Router:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    def _alert(self, alert: BudgetAlert) -> None:
+        budget_log.warning(
+            "budget alert: %s %s reached %.0f%% of its $%.2f daily cap (spent $%.4f)",
+            alert.scope,
+            alert.key,
+            alert.fraction * 100,
+            alert.cap_usd,
+            alert.spent_usd,
+        )
+        if self.on_alert is not None:
+            try:
+                self.on_alert(alert)
+            except Exception:  # a user's callback must not break the booking of spend
+                budget_log.exception("on_alert callback raised")
+
     # -- routing -------------------------------------------------------------------
-    async def route(self, task: Task) -> TaskResult:
-        """Route ``task`` to completion; raise :class:`RoutingError` if nothing completed it."""
+    async def route(self, task: Task, *, raise_on_failure: bool | None = None) -> TaskResult:
+        """Route ``task`` to its end and return how it ended (see the module docstring
+        for the contract); raise :class:`RoutingError` for a failed task only when
+        asked (``raise_on_failure``, else the router's setting)."""
         clock = self.clock
         now = clock()
         run = self.policy.start(task, now)
-        action = run.next_action(now)
-        while not isinstance(action, Finish):
-            if isinstance(action, Call):
-                outcome = await self._attempt(action, task)
-                action = run.record(outcome, clock())
+        try:
+            try:
+                if self.validate:
+                    check_spec(task)
+                messages = task.chat_messages(self.system_prompt)
+            except InputError as exc:
+                result = run.abort(now, "bad_spec", str(exc))
             else:
-                await asyncio.sleep(action.seconds)
-                action = run.next_action(clock())
-        result = action.result
+                action = run.next_action(now)
+                while not isinstance(action, Finish):
+                    if isinstance(action, Call):
+                        outcome = await self._attempt(action, task, messages)
+                        if isinstance(outcome, _BadSpec):
+                            action = Finish(
+                                run.abort(clock(), "bad_spec", outcome.message, outcome.cost)
+                            )
+                        else:
+                            action = run.record(outcome, clock())
+                    else:
+                        await asyncio.sleep(action.seconds)
+                        action = run.next_action(clock())
+                result = action.result
+        except asyncio.CancelledError:
+            run.abort(clock(), "cancelled", "the caller cancelled the task")
+            raise
+        except BaseException as exc:
+            run.abort(clock(), "error", f"{type(exc).__name__} in the driver")
+            raise
         if self.recorder is not None:
             self._record(task, result)
-        if not result.success:
+        raise_it = self.raise_on_failure if raise_on_failure is None else raise_on_failure
+        if raise_it and not result.success:
             raise RoutingError(result)
         return result
 
-    def _messages(self, task: Task) -> list[dict[str, str]]:
-        msgs = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        msgs.append({"role": "user", "content": task.payload or ""})
-        return msgs
-
-    async def _attempt(self, call: Call, task: Task) -> Outcome:
-        provider = self.provider(call.model)
+    async def _attempt(
+        self, call: Call, task: Task, messages: list[dict[str, object]]
+    ) -> Outcome | _BadSpec:
         clock = self.clock
         t0 = clock()
+        try:
+            provider = self.provider(call.model)
+        except InputError as exc:
+            # No endpoint or no API key for this model: the model cannot be called, which
+            # is not the task's fault; fall back as for a 401.
+            return Outcome(ErrorKind.AUTH, 0.0, 0.0, detail=str(exc))
         try:
             # asyncio.timeout, not wait_for: the same backstop without wrapping every
             # attempt in a Task of its own (a measurable share of the per-call overhead).
             async with asyncio.timeout(call.timeout_s + _BACKSTOP_S):
-                completion = await provider.complete(self._messages(task), timeout_s=call.timeout_s)
+                if task.tools is None and task.tool_choice is None:
+                    # Only providers that take tools are asked to (a user's own provider
+                    # may predate the keywords).
+                    completion = await provider.complete(messages, timeout_s=call.timeout_s)
+                else:
+                    completion = await provider.complete(
+                        messages,
+                        timeout_s=call.timeout_s,
+                        tools=task.tools,
+                        tool_choice=task.tool_choice,
+                    )
         except ProviderError as exc:
             # A malformed answer still arrived (a 2xx the provider generated and bills):
             # book the policy's estimate, as the simulator does. Failures without an
             # answer (timeouts, 429s, 5xx, resets) are not billed.
             cost = None if exc.kind is ErrorKind.MALFORMED else 0.0
-            return Outcome(exc.kind, clock() - t0, cost, exc.retry_after_s, detail=str(exc))
+            return Outcome(
+                exc.kind,
+                clock() - t0,
+                cost,
+                exc.retry_after_s,
+                detail=str(exc),
+                status=exc.status,
+            )
         except TimeoutError:
             return Outcome(ErrorKind.TIMEOUT, clock() - t0, 0.0, detail="attempt timeout")
         latency = clock() - t0
@@ -192,14 +287,34 @@ class Router:
             )
         else:
             cost = None  # the policy books its estimate (cost per task or token projection)
+        measured = {
+            "prompt_tokens": completion.prompt_tokens or None,
+            "completion_tokens": completion.completion_tokens or None,
+            "provider_model": completion.model,
+            "request_id": completion.request_id,
+            "status": 200,
+            "ttft_s": completion.ttft_s,
+        }
         if self.validate:
-            verdict = validate_task(task, completion.text)
+            try:
+                verdict = await validate_task_async(task, completion.text)
+            except InputError as exc:
+                # The task's spec is invalid in a way only an answer could reveal.
+                return _BadSpec(str(exc), cost)
             if not verdict.ok:
-                return Outcome(ErrorKind.VALIDATION, latency, cost, detail=verdict.reason)
-        return Outcome(ErrorKind.OK, latency, cost, output=completion.text)
+                return Outcome(
+                    ErrorKind.VALIDATION, latency, cost, detail=verdict.reason, **measured
+                )
+        # A tool-calling answer is handed back whole (the gateway passes it on).
+        output: object = completion.text
+        if completion.tool_calls:
+            output = {"content": completion.text, "tool_calls": completion.tool_calls}
+        return Outcome(ErrorKind.OK, latency, cost, output=output, **measured)
 
     def _record(self, task: Task, result: TaskResult) -> None:
-        last_failure = next((a.kind for a in reversed(result.attempts) if a.kind != "ok"), None)
+        last_failure = next(
+            (a.kind for a in reversed(result.attempts) if a.kind in _RECORDABLE_KINDS), None
+        )
         self.recorder.record(  # type: ignore[union-attr]
             task,
             model=result.model,
@@ -208,4 +323,12 @@ class Router:
             cost_usd=result.cost_usd,
             error_kind=None if result.success else last_failure,
             arrival_s=result.started_s - self._t0,
+            prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens,
+            provider_model=result.provider_model,
+            request_id=result.request_id,
         )
+
+
+# Attempt kinds that are ErrorKinds (an aborted call's kind, "cancelled", is not).
+_RECORDABLE_KINDS = frozenset(k.value for k in ErrorKind if k is not ErrorKind.OK)

@@ -296,7 +296,7 @@ class RoutingPolicy:
         """The observed completion of ``model_id`` on ``route`` (``None`` before
         ``quality.min_observations`` answers were seen there)."""
         st = self.route_stats.get((route, model_id))
-        if st is None or st.q_n < self._quality_min_n:
+        if st is None or st.q_count < self._quality_min_n:
             return None
         return st.observed_completion
 
@@ -319,7 +319,7 @@ class RoutingPolicy:
         lat = st.latency_ewma_s if st is not None else None
         if lat is None:
             lat = m.latency_s
-        if st is not None and st.q_n >= self._quality_min_n:
+        if st is not None and st.q_count >= self._quality_min_n:
             completion: float | None = st.observed_completion
         else:
             completion = m.completion_by_type.get(task_type, m.completion)
@@ -453,7 +453,7 @@ class TaskRun:
                     reason = "latency"
                 elif (
                     min_quality is not None
-                    and st.q_n >= policy._quality_min_n
+                    and st.q_count >= policy._quality_min_n
                     and st.observed_completion < min_quality
                     and not self._quality_readmits(st, now)
                 ):

@@ -4,7 +4,13 @@ Every finished live task becomes one line in the trace schema::
 
     task_id str, arrival_s float, task_type str, prompt_tokens int,
     completion_tokens int, model str|null, latency_s float, success bool,
-    cost_usd float, error_kind str|null [, payload str|null]
+    cost_usd float, error_kind str|null, provider_model str|null,
+    request_id str|null [, payload str|null]
+
+``provider_model`` and ``request_id`` are outside :mod:`sim.trace`'s schema; its
+reader keeps such columns (as text) after the schema's own. They are written on
+every line (null when unknown) so that a reader learning the columns from the first
+lines always sees them.
 
 Crash safety -- the contract the trace reader relies on:
 
@@ -21,9 +27,10 @@ Crash safety -- the contract the trace reader relies on:
 
 Secrets: a record is built from an explicit whitelist -- exactly the columns above,
 taken from named arguments and the task's id, type and token counts. Nothing else
-from the task (its ``spec``), from the provider call (headers, API keys, raw
-responses) or from ``**kwargs`` can reach the file; ``payload`` (the prompt) is
-written only if the recorder was created with ``record_payload=True``.
+from the task (its ``spec``, ``messages``, ``tools``), from the provider call
+(headers, API keys, raw responses) or from ``**kwargs`` can reach the file;
+``payload`` (the prompt text: the task's payload, else its last user message's
+text) is written only if the recorder was created with ``record_payload=True``.
 
 Concurrency: one lock serialises writes, so threads may share a recorder, and it
 is safe to call from asyncio code (the critical section never awaits; it is one
@@ -62,6 +69,8 @@ TRACE_COLUMNS: tuple[str, ...] = (
     "success",
     "cost_usd",
     "error_kind",
+    "provider_model",
+    "request_id",
 )
 
 #: File suffixes the trace reader reads as NDJSON (it picks the format by suffix).
@@ -81,6 +90,12 @@ def _count(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise InputError(f"trace record: {name} must be an integer >= 0, got {value!r}")
     return value
+
+
+def _optional_str(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InputError(f"trace record: {name} must be a string or null, got {value!r:.40}")
+    return value or None
 
 
 def _error_kind(value: ErrorKind | str | None, success: bool) -> str | None:
@@ -172,6 +187,8 @@ class TraceRecorder:
         arrival_s: float | None = None,
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
+        provider_model: str | None = None,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """Append one record for ``task`` and return it (as written).
 
@@ -181,7 +198,12 @@ class TraceRecorder:
         success). ``arrival_s``, ``prompt_tokens`` and ``completion_tokens`` default to
         the task's own; pass the measured ones (arrival in seconds since the epoch the
         caller chose for this trace -- typically when the recorder was opened -- and the
-        provider-reported token usage). The recorder reads no clock.
+        provider-reported token usage): measured counts are written instead of the
+        task's estimates. ``provider_model`` is the model name the provider reported
+        (it may differ from ``model``, the router's id for it: a dated snapshot, a
+        proxy's deployment) and ``request_id`` the provider's id for the answer (to
+        find the call in the provider's logs); both null when unknown. The recorder
+        reads no clock.
 
         Raises :class:`~router.errors.InputError` for a value that does not fit the
         schema (nothing is written then), ``ValueError`` if the recorder is closed, and
@@ -191,6 +213,8 @@ class TraceRecorder:
             raise InputError(f"trace record: success must be a bool, got {success!r}")
         if model is not None and not isinstance(model, str):
             raise InputError(f"trace record: model must be a string or null, got {model!r}")
+        provider_model = _optional_str("provider_model", provider_model)
+        request_id = _optional_str("request_id", request_id)
         # The whitelist: these keys and nothing else are ever written.
         row: dict[str, Any] = {
             "task_id": str(task.task_id),
@@ -208,9 +232,12 @@ class TraceRecorder:
             "success": success,
             "cost_usd": _finite("cost_usd", cost_usd, minimum=0.0),
             "error_kind": _error_kind(error_kind, success),
+            "provider_model": provider_model,
+            "request_id": request_id,
         }
         if self.record_payload:
-            row["payload"] = task.payload
+            # A conversation's prompt text is its last user message (what classified it).
+            row["payload"] = task.payload if task.messages is None else task.prompt_text()
         # ASCII-only JSON: no raw newline (or any other line separator) can occur
         # inside a line, and the bytes do not depend on a locale.
         line = (json.dumps(row, separators=(",", ":"), allow_nan=False) + "\n").encode("ascii")

@@ -29,7 +29,10 @@ stops the server and drops every open connection, hung ones included.
 
 Body builders for the common dialects (:func:`openai_completion`,
 :func:`openai_stream`, :func:`anthropic_message`, :func:`anthropic_stream`,
-:func:`openai_error`, :func:`anthropic_error`) keep scripts short.
+:func:`openai_error`, :func:`anthropic_error`) keep scripts short; they answer with
+usage, a model name, an id and, if asked, tool calls (:func:`openai_tool_call`,
+:func:`anthropic_tool_use`). ``server.requests[i].json()`` is the body a client
+sent, to check exactly what reached the wire.
 """
 
 from __future__ import annotations
@@ -66,9 +69,11 @@ __all__ = [
     "anthropic_error",
     "anthropic_message",
     "anthropic_stream",
+    "anthropic_tool_use",
     "openai_completion",
     "openai_error",
     "openai_stream",
+    "openai_tool_call",
     "read_request",
 ]
 
@@ -151,31 +156,43 @@ def _header_dict(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict
 
 @dataclass(frozen=True)
 class Raw(Reply):
-    """Any body with any status: e.g. an HTML error page or non-JSON garbage."""
+    """Any body with any status: e.g. an HTML error page or non-JSON garbage.
+
+    ``delay_s`` waits before the status line; ``body_delay_s`` between the headers
+    and the body (a slow body after a prompt start).
+    """
 
     body: bytes | str = b""
     status: int = 200
     content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    body_delay_s: float = 0.0
 
     async def play(self, conn: Connection, request: RecordedRequest) -> bool:
         body = self.body.encode() if isinstance(self.body, str) else self.body
         await asyncio.sleep(self.delay_s)
         head = {"Content-Type": self.content_type, "Content-Length": str(len(body))}
         head.update(_header_dict(self.headers))
-        await conn.send(conn.head(self.status, head) + body)
+        if self.body_delay_s:
+            await conn.send(conn.head(self.status, head))
+            await asyncio.sleep(self.body_delay_s)
+            await conn.send(body)
+        else:
+            await conn.send(conn.head(self.status, head) + body)
         return True
 
 
 @dataclass(frozen=True)
 class Json(Reply):
-    """A JSON body (``body`` is dumped with :func:`json.dumps`) with a status."""
+    """A JSON body (``body`` is dumped with :func:`json.dumps`) with a status;
+    ``delay_s`` and ``body_delay_s`` as for :class:`Raw`."""
 
     body: Any = None
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
+    body_delay_s: float = 0.0
 
     async def play(self, conn: Connection, request: RecordedRequest) -> bool:
         raw = Raw(
@@ -184,6 +201,7 @@ class Json(Reply):
             "application/json",
             self.headers,
             self.delay_s,
+            self.body_delay_s,
         )
         return await raw.play(conn, request)
 
@@ -227,8 +245,9 @@ class Echo(Reply):
 
 @dataclass(frozen=True)
 class Hang(Reply):
-    """Read the request and never answer. The connection stays open until the client
-    gives up or the server stops."""
+    """Accept and read the request, then never answer: no status line, no headers.
+    The connection stays open until the client gives up or the server stops (a
+    client's first-token timeout should fire)."""
 
     async def play(self, conn: Connection, request: RecordedRequest) -> bool:
         # Reading until EOF notices the client hanging up; stop() cancels us otherwise.
@@ -539,27 +558,36 @@ async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:
 # -- body builders -------------------------------------------------------------------------
 
 
+def openai_tool_call(
+    call_id: str = "call_1", name: str = "run", arguments: Mapping[str, Any] | str = "{}"
+) -> dict[str, Any]:
+    """One OpenAI tool call (``arguments`` a mapping is JSON-encoded)."""
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": text}}
+
+
 def openai_completion(
-    text: str = "ok",
+    text: str | None = "ok",
     *,
     prompt_tokens: int = 10,
     completion_tokens: int = 5,
     finish_reason: str | None = "stop",
     model: str = "test-model",
+    id: str = "chatcmpl-test",
+    tool_calls: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """A ``chat.completion`` body with one choice and usage."""
+    """A ``chat.completion`` body with one choice and usage. With ``tool_calls`` the
+    message carries them (pass ``text=None`` for OpenAI's ``content: null`` and
+    ``finish_reason="tool_calls"`` for a tool-call-only answer)."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls is not None:
+        message["tool_calls"] = [dict(call) for call in tool_calls]
     return {
-        "id": "chatcmpl-test",
+        "id": id,
         "object": "chat.completion",
         "created": 0,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish_reason,
-            }
-        ],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
         "usage": {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -581,15 +609,18 @@ def openai_stream(
     finish_reason: str = "stop",
     usage: tuple[int, int] | None = (10, 5),
     model: str = "test-model",
+    id: str = "chatcmpl-test",
+    tool_calls: Sequence[Mapping[str, Any]] = (),
 ) -> list[Chunk]:
-    """``chat.completion.chunk`` events: a role chunk, one per piece, a finish chunk
-    and (if ``usage``) a usage-only chunk. Pass to :class:`SSE` (``done=True`` adds
-    ``[DONE]``); replace a chunk with ``dataclasses.replace(c, delay_s=...)`` to
+    """``chat.completion.chunk`` events: a role chunk, one per piece, then per tool
+    call a chunk with its id and name and two with halves of its arguments, a finish
+    chunk and (if ``usage``) a usage-only chunk. Pass to :class:`SSE` (``done=True``
+    adds ``[DONE]``); replace a chunk with ``dataclasses.replace(c, delay_s=...)`` to
     script a late first token or a stall."""
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {
-            "id": "chatcmpl-test",
+            "id": id,
             "object": "chat.completion.chunk",
             "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
@@ -597,12 +628,22 @@ def openai_stream(
 
     events = [Chunk(chunk({"role": "assistant", "content": ""}))]
     events += [Chunk(chunk({"content": piece})) for piece in pieces]
+    for index, call in enumerate(tool_calls):
+        function = call["function"]
+        head = {"index": index, "id": call["id"], "type": "function"}
+        head["function"] = {"name": function["name"], "arguments": ""}
+        events.append(Chunk(chunk({"tool_calls": [head]})))
+        arguments: str = function["arguments"]
+        half = len(arguments) // 2
+        for part in (arguments[:half], arguments[half:]):
+            delta = {"tool_calls": [{"index": index, "function": {"arguments": part}}]}
+            events.append(Chunk(chunk(delta)))
     events.append(Chunk(chunk({}, finish_reason)))
     if usage is not None:
         events.append(
             Chunk(
                 {
-                    "id": "chatcmpl-test",
+                    "id": id,
                     "object": "chat.completion.chunk",
                     "model": model,
                     "choices": [],
@@ -617,21 +658,33 @@ def openai_stream(
     return events
 
 
+def anthropic_tool_use(
+    call_id: str = "toolu_1", name: str = "run", input: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """One Messages API ``tool_use`` content block."""
+    return {"type": "tool_use", "id": call_id, "name": name, "input": dict(input or {})}
+
+
 def anthropic_message(
-    text: str = "ok",
+    text: str | None = "ok",
     *,
     input_tokens: int = 10,
     output_tokens: int = 5,
     stop_reason: str | None = "end_turn",
     model: str = "claude-test",
+    id: str = "msg_test",
+    tool_uses: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A Messages API response body with one text block."""
+    """A Messages API response body: a text block (none if ``text`` is ``None``), then
+    the ``tool_uses`` blocks (pass ``stop_reason="tool_use"`` for a tool call)."""
+    content: list[dict[str, Any]] = [] if text is None else [{"type": "text", "text": text}]
+    content += [dict(block) for block in tool_uses]
     return {
-        "id": "msg_test",
+        "id": id,
         "type": "message",
         "role": "assistant",
         "model": model,
-        "content": [{"type": "text", "text": text}],
+        "content": content,
         "stop_reason": stop_reason,
         "stop_sequence": None,
         "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens},
@@ -650,10 +703,14 @@ def anthropic_stream(
     input_tokens: int = 10,
     output_tokens: int = 5,
     model: str = "claude-test",
+    id: str = "msg_test",
+    tool_uses: Sequence[Mapping[str, Any]] = (),
 ) -> list[Chunk]:
     """Messages API stream events, ``message_start`` to ``message_stop`` (send with
-    ``SSE(..., done=False)``: Anthropic streams have no ``[DONE]``)."""
-    start = anthropic_message("", input_tokens=input_tokens, output_tokens=1, model=model)
+    ``SSE(..., done=False)``: Anthropic streams have no ``[DONE]``). Each of
+    ``tool_uses`` follows the text block as a ``tool_use`` block whose input arrives
+    as two ``input_json_delta`` halves."""
+    start = anthropic_message("", input_tokens=input_tokens, output_tokens=1, model=model, id=id)
     start.update(content=[], stop_reason=None)
     events = [
         Chunk({"type": "message_start", "message": start}, event="message_start"),
@@ -674,8 +731,29 @@ def anthropic_stream(
         )
         for p in pieces
     ]
+    events.append(Chunk({"type": "content_block_stop", "index": 0}, event="content_block_stop"))
+    for index, block in enumerate(tool_uses, start=1):
+        opened = {**block, "input": {}}
+        events.append(
+            Chunk(
+                {"type": "content_block_start", "index": index, "content_block": opened},
+                event="content_block_start",
+            )
+        )
+        arguments = json.dumps(block["input"])
+        half = len(arguments) // 2
+        for part in (arguments[:half], arguments[half:]):
+            delta = {"type": "input_json_delta", "partial_json": part}
+            events.append(
+                Chunk(
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                    event="content_block_delta",
+                )
+            )
+        events.append(
+            Chunk({"type": "content_block_stop", "index": index}, event="content_block_stop")
+        )
     events += [
-        Chunk({"type": "content_block_stop", "index": 0}, event="content_block_stop"),
         Chunk(
             {
                 "type": "message_delta",

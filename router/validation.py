@@ -40,28 +40,61 @@ a prompt template needs):
     ``source``: ``{path: text}``, or one text (then ``path`` may name the file);
     ``allow_offset`` (default true); ``test_command``: argv list run in a temporary
     directory holding the patched files; ``timeout_s`` (default 10); ``env``: extra
-    environment variables for the test command.
+    environment variables for the test command; ``max_memory_mb``: the test's
+    address-space limit (default :data:`SUBPROCESS_MAX_MEMORY_BYTES`, 1 GiB).
 ``error_handling``
     ``must_handle``: exception names that must each appear in an ``except`` clause.
+
+:func:`check_spec` runs these spec checks for a :class:`~router.task.Task` before any
+model is called, so a driver can reject a bad spec before it spends money.
+
+**Event loops.** :func:`validate_task` blocks its caller for as long as the check
+takes (seconds for a test command). :func:`validate_task_async` does not block the
+event loop: what is cheap and pure Python (parsing JSON and applying a schema,
+compiling a regex or Python source, parsing SQL, applying a patch) runs inline, and
+what runs code or waits (the regex-examples worker, SQL executed on SQLite, a
+bug_patch test command, any validator that does not say otherwise) runs in a thread
+pool, each under its own timeout. :meth:`Validator.may_block` draws that line.
+Cancelling the awaiting task kills the process group it started (or interrupts its
+SQLite query) and waits briefly for the worker to remove its scratch files.
+
+**Subprocesses are contained, not sandboxed.** Every subprocess a validator starts
+(the regex worker, a test command) runs in its own session and process group (killed
+whole on timeout), with stdin from ``/dev/null``, no inherited file descriptors, an
+emptied environment (a minimal ``PATH``, ``LANG=C.UTF-8``; for a test command also
+``HOME``/``TMPDIR`` = its scratch directory), and resource limits set in the child
+before it executes: ``RLIMIT_CPU`` (the timeout + :data:`SUBPROCESS_CPU_GRACE_S`),
+``RLIMIT_AS`` (:data:`SUBPROCESS_MAX_MEMORY_BYTES`), ``RLIMIT_FSIZE``
+(:data:`SUBPROCESS_MAX_FILE_BYTES`, captured output included) and ``RLIMIT_CORE`` = 0.
+This contains *accidents* -- a runaway loop, a memory leak, a test that fills the disk,
+an API key a model's code would otherwise read from the environment. It is **NOT a
+security sandbox**: the code runs as the router's user, can read every file that
+user can, use the network, and escape the process group with ``setsid``. Run
+untrusted answers inside a container or VM if that matters.
 """
 
 from __future__ import annotations
 
 import ast
+import asyncio
+import contextvars
 import json
 import logging
 import math
 import os
 import re
+import resource
 import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -84,7 +117,13 @@ __all__ = [
     "registered_task_types",
     "validate",
     "validate_task",
+    "validate_task_async",
+    "check_spec",
     "MAX_REASON_CHARS",
+    "SUBPROCESS_MAX_MEMORY_BYTES",
+    "SUBPROCESS_MAX_FILE_BYTES",
+    "SUBPROCESS_CPU_GRACE_S",
+    "VALIDATION_WORKERS",
 ]
 
 _log = logging.getLogger(__name__)
@@ -186,11 +225,197 @@ def _spec_seconds(task_type: str, spec: Mapping[str, Any], key: str, default: fl
     return float(value)
 
 
+def _spec_positive_int(task_type: str, spec: Mapping[str, Any], key: str, default: int) -> int:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _spec_error(task_type, key, "a positive integer", value)
+    return value
+
+
 def _spec_str_list(task_type: str, spec: Mapping[str, Any], key: str) -> list[str]:
     value = spec.get(key, [])
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
         raise _spec_error(task_type, key, "a list of strings", value)
     return list(value)
+
+
+# ---------------------------------------------------------------------------------------
+# Subprocess containment and cancellation (containment of accidents, NOT a sandbox)
+
+#: ``RLIMIT_AS`` (address space, bytes) of every subprocess a validator starts. A
+#: bug_patch spec's ``max_memory_mb`` overrides it for that test command (a JVM or a
+#: Go test binary reserves more address space than it uses).
+SUBPROCESS_MAX_MEMORY_BYTES = 1 << 30
+
+#: ``RLIMIT_FSIZE``: the largest file a subprocess may write -- its captured output
+#: included. A Python child then gets ``OSError: [Errno 27] File too large``; other
+#: programs are killed by ``SIGXFSZ``. Either way the answer fails.
+SUBPROCESS_MAX_FILE_BYTES = 16 << 20
+
+#: ``RLIMIT_CPU`` is the validator's timeout, rounded up, plus this. The wall-clock
+#: timeout normally kills first; the CPU limit stops a CPU-burning grandchild that left
+#: the process group (``setsid``) and so survived the group kill.
+SUBPROCESS_CPU_GRACE_S = 5
+
+#: Worker threads of the pool :func:`validate_task_async` uses when not given an
+#: executor. The threads mostly wait on subprocesses; the bound keeps a burst of test
+#: commands from oversubscribing the CPUs (further validations queue; each validator's
+#: timeout starts when its worker starts it).
+VALIDATION_WORKERS = 4
+
+# How long a cancelled validate_task_async waits for its worker to reap what it killed
+# and remove its scratch directory. Built-in validators need milliseconds; a custom
+# validator that ignores cancellation is left to finish in the background after this.
+_CANCEL_GRACE_S = 2.0
+
+# PATH for subprocesses: the system directories, and the running interpreter's own
+# directory first so that "python" / "pytest" in a test command resolve to the router's
+# (virtual) environment. Nothing comes from the router's own PATH.
+_MINIMAL_PATH = os.pathsep.join(
+    dict.fromkeys([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"])
+)
+
+
+def _rlimit(which: int, soft: int, hard: int | None = None) -> tuple[int, tuple[int, int]]:
+    """``(which, (soft, hard))`` clamped to the current hard limit.
+
+    Computed in the parent: an unprivileged child cannot raise its hard limit, and
+    setrlimit failing inside the child would only surface as an opaque
+    ``SubprocessError``.
+    """
+    hard = soft if hard is None else hard
+    current_hard = resource.getrlimit(which)[1]
+    if current_hard != resource.RLIM_INFINITY:
+        hard = min(hard, current_hard)
+    return which, (min(soft, hard), hard)
+
+
+@dataclass(frozen=True, slots=True)
+class _Limits:
+    """The resource limits one subprocess runs under."""
+
+    cpu_s: int
+    memory_bytes: int
+    file_bytes: int
+
+    @classmethod
+    def for_timeout(cls, timeout_s: float, memory_bytes: int | None = None) -> _Limits:
+        # The module constants are read per call, so a deployment can change them.
+        return cls(
+            cpu_s=math.ceil(timeout_s) + SUBPROCESS_CPU_GRACE_S,
+            memory_bytes=SUBPROCESS_MAX_MEMORY_BYTES if memory_bytes is None else memory_bytes,
+            file_bytes=SUBPROCESS_MAX_FILE_BYTES,
+        )
+
+    def preexec(self) -> Callable[[], None]:
+        """A ``preexec_fn`` that applies the limits in the child, before it executes.
+
+        Everything is computed here, in the parent: between fork and exec, with other
+        threads frozen mid-way in the parent's copy, the child only calls setrlimit on
+        prepared tuples (no imports, no logging, no locks besides the GIL, which
+        CPython re-initialises in the child).
+        """
+        settings = (
+            # Soft limit: SIGXCPU; one second later the hard limit: SIGKILL.
+            _rlimit(resource.RLIMIT_CPU, self.cpu_s, self.cpu_s + 1),
+            _rlimit(resource.RLIMIT_AS, self.memory_bytes),
+            _rlimit(resource.RLIMIT_FSIZE, self.file_bytes),
+            # No core files: a crashing test would write one into its scratch dir (or
+            # hand it to a system core handler, outside RLIMIT_FSIZE).
+            _rlimit(resource.RLIMIT_CORE, 0),
+        )
+        # RLIMIT_NPROC is deliberately not set: it counts *all* processes of the user,
+        # not this tree, so any fixed value either fails innocent tests on a busy
+        # machine (nondeterministic verdicts) or stops no fork bomb; and root ignores it.
+
+        def apply() -> None:
+            for which, limits in settings:
+                resource.setrlimit(which, limits)
+
+        return apply
+
+
+class _Job:
+    """What one :func:`validate_task_async` call started off the loop, so it can be stopped.
+
+    The worker thread registers each subprocess it starts (:func:`_spawn`) and releases
+    it before reaping it (:func:`_reap`). :meth:`cancel`, called on the event loop when
+    the awaiting task is cancelled, sets :attr:`cancelled` (checked by a job that has
+    not started yet, by :func:`_spawn` and by the SQLite progress handler) and SIGKILLs
+    the process group of every registered process.
+    """
+
+    __slots__ = ("_lock", "_cancelled", "_procs")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._procs: set[subprocess.Popen[Any]] = set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for proc in self._procs:
+                _kill_group(proc)
+
+    def adopt(self, proc: subprocess.Popen[Any]) -> None:
+        with self._lock:
+            if not self._cancelled:
+                self._procs.add(proc)
+                return
+        _kill_group(proc)  # cancelled while it was starting: its worker reaps it at once
+
+    def release(self, proc: subprocess.Popen[Any]) -> None:
+        with self._lock:
+            self._procs.discard(proc)
+
+
+# The job of the validate_task_async call the current worker thread is serving; None in
+# the synchronous API. A context variable, so the validators' signatures stay as they are.
+_JOB: contextvars.ContextVar[_Job | None] = contextvars.ContextVar("_JOB", default=None)
+
+
+def _spawn(argv: Sequence[str], limits: _Limits, **options: Any) -> subprocess.Popen[Any]:
+    """Start ``argv`` contained: its own session and process group, ``limits`` applied
+    before it executes, no inherited file descriptors; registered with the current job.
+
+    ``options`` go to :class:`subprocess.Popen` (``env``, ``cwd``, the standard
+    streams...). Raises :class:`OSError` or :class:`subprocess.SubprocessError` if it
+    cannot start. The caller must :func:`_reap` the process on every path.
+    """
+    proc = subprocess.Popen(
+        list(argv),
+        start_new_session=True,  # its own process group, to kill it whole
+        close_fds=True,
+        preexec_fn=limits.preexec(),
+        **options,
+    )
+    job = _JOB.get()
+    if job is not None:
+        job.adopt(proc)
+    return proc
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGKILL ``proc``'s process group (its pid: it was started in a new session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # already gone
+
+
+def _reap(proc: subprocess.Popen[Any]) -> None:
+    """Kill ``proc``'s whole group -- also after a normal exit, a test may leave children
+    behind -- and wait for ``proc``."""
+    job = _JOB.get()
+    if job is not None:
+        job.release(proc)
+    _kill_group(proc)
+    proc.wait()
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,7 +438,15 @@ class Validator(ABC):
     - **One-line reasons** that start with the task type (use :meth:`fail`).
     - **Spec errors raise** :class:`~router.errors.InputError`, ideally all of them
       from :meth:`check_spec`, which :meth:`validate` calls first and which a router
-      can call when a task is submitted.
+      can call when a task is submitted (:func:`check_spec`). :meth:`check_spec` must
+      be cheap and run nothing: no subprocess, no SQL, no network.
+    - **Thread-safe**: :func:`validate_task_async` may run :meth:`check` in a worker
+      thread, concurrently with other calls. Say with :meth:`may_block` whether it
+      must.
+    - **Bounded**: anything that runs untrusted work has a time bound of its own.
+      (The built-in validators start their subprocesses through one helper, which
+      applies the containment described in the module docstring and lets a cancelled
+      :func:`validate_task_async` kill them.)
     """
 
     #: The task type this validator judges; the prefix of its failure reasons.
@@ -221,13 +454,7 @@ class Validator(ABC):
 
     def validate(self, output: str, spec: Mapping[str, Any] | None = None) -> Validation:
         """Check the spec, strip a surrounding code fence, and judge ``output``."""
-        spec = {} if spec is None else spec
-        if not isinstance(spec, Mapping):
-            raise InputError(
-                f"spec for task type {self.task_type!r} must be a mapping, "
-                f"got {type(spec).__name__}"
-            )
-        self.check_spec(spec)
+        spec = self.accept_spec(spec)
         if not isinstance(output, str):
             return self.fail(f"output is {type(output).__name__}, not text")
         text = strip_code_fence(output)
@@ -240,8 +467,35 @@ class Validator(ABC):
             _log.exception("validator for %r raised", self.task_type)
             return self.fail(f"validator error: {type(exc).__name__}: {exc}")
 
+    def accept_spec(self, spec: Mapping[str, Any] | None) -> Mapping[str, Any]:
+        """``spec`` (``None`` read as ``{}``) after :meth:`check_spec` accepted it.
+
+        Raises :class:`~router.errors.InputError` if it is not a mapping or is malformed.
+        """
+        spec = {} if spec is None else spec
+        if not isinstance(spec, Mapping):
+            raise InputError(
+                f"spec for task type {self.task_type!r} must be a mapping, "
+                f"got {type(spec).__name__}"
+            )
+        self.check_spec(spec)
+        return spec
+
     def check_spec(self, spec: Mapping[str, Any]) -> None:  # noqa: B027 (optional hook)
         """Raise :class:`~router.errors.InputError` if ``spec`` is malformed. Default: accept."""
+
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        """Whether judging an answer under ``spec`` may hold its thread for long.
+
+        True when it starts a subprocess, executes SQL, runs other code, imports a
+        heavy library for the first time, or does anything else whose time is not
+        small and proportional to the answer. :func:`validate_task_async` runs such
+        checks in a worker thread and the rest inline on the event loop. Called before
+        :meth:`check_spec`, so it must not raise on a malformed spec (answer either
+        way; :meth:`validate` then raises). Default: true -- a validator that does not
+        say is assumed to block, and only costs a thread hop.
+        """
+        return True
 
     @abstractmethod
     def check(self, text: str, spec: Mapping[str, Any]) -> Validation:
@@ -306,6 +560,11 @@ class JsonValidator(Validator):
     """
 
     task_type = "json"
+
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        # Parsing and applying a schema are pure Python and proportional to the answer;
+        # only the first use of jsonschema, an import of ~0.1 s, belongs off the loop.
+        return "schema" in spec and "jsonschema" not in sys.modules
 
     def check_spec(self, spec: Mapping[str, Any]) -> None:
         if "schema" not in spec:
@@ -395,10 +654,18 @@ class RegexValidator(Validator):
     (default 2 s); a timeout fails the answer. The process is only started when there
     are examples to match -- compiling alone happens in-process, bounded by
     :data:`MAX_PATTERN_CHARS`. Trade-off: ~20 ms of process start-up per validation
-    with examples, in exchange for a hard bound without signals or threads.
+    with examples, in exchange for a hard bound without signals or threads. The
+    worker runs contained like every validator subprocess (emptied environment,
+    ``RLIMIT_CPU``/``RLIMIT_AS``/``RLIMIT_FSIZE``; see the module docstring) -- a
+    containment of accidents such as a pattern whose matching eats memory, NOT a
+    security sandbox.
     """
 
     task_type = "regex"
+
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        # Only matching the examples starts the worker process.
+        return bool(spec.get("matches") or spec.get("rejects"))
 
     def check_spec(self, spec: Mapping[str, Any]) -> None:
         _spec_str_list(self.task_type, spec, "matches")
@@ -431,26 +698,39 @@ class RegexValidator(Validator):
             return Validation.passed()
         mode = spec.get("mode", "fullmatch")
         timeout_s = _spec_seconds(self.task_type, spec, "timeout_s", 2.0)
-        job = json.dumps({"pattern": pattern, "mode": mode, "matches": matches, "rejects": rejects})
+        request = json.dumps(
+            {"pattern": pattern, "mode": mode, "matches": matches, "rejects": rejects}
+        )
         try:
-            done = subprocess.run(
+            proc = _spawn(
                 [sys.executable, "-I", "-S", "-c", _REGEX_WORKER],
-                input=job,
-                capture_output=True,
+                _Limits.for_timeout(timeout_s),
+                env={"PATH": _MINIMAL_PATH, "LANG": "C.UTF-8"},
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 encoding="utf-8",
-                timeout=timeout_s,
-                check=False,
             )
-        except subprocess.TimeoutExpired:
-            # subprocess.run has already killed the worker.
+        except (OSError, subprocess.SubprocessError) as exc:
+            return self.fail(f"matching worker could not start: {exc}")
+        timed_out = False
+        stdout = ""
+        with proc:  # closes the pipes on every path
+            try:
+                stdout, _ = proc.communicate(request, timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _reap(proc)
+        if timed_out:
             return self.fail(
                 f"matching the examples took longer than {timeout_s:g}s "
                 f"(catastrophic backtracking?)"
             )
-        if done.returncode != 0:
-            return self.fail(f"matching worker failed with exit status {done.returncode}")
-        verdict = json.loads(done.stdout)
+        if proc.returncode != 0:
+            return self.fail(f"matching worker failed with exit status {proc.returncode}")
+        verdict = json.loads(stdout)
         if verdict is None:
             return Validation.passed()
         key, index = verdict
@@ -491,6 +771,11 @@ class SqlValidator(Validator):
 
     task_type = "sql"
 
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        # Parsing is pure Python (~1 ms a query); executing on SQLite is not, and the
+        # first use of sqlglot is an import of ~0.15 s.
+        return spec.get("sqlite_schema") is not None or "sqlglot" not in sys.modules
+
     def check_spec(self, spec: Mapping[str, Any]) -> None:
         dialect = spec.get("dialect")
         if dialect is not None:
@@ -507,9 +792,7 @@ class SqlValidator(Validator):
         for key in ("allow_multiple", "allow_writes", "ordered"):
             _spec_bool(self.task_type, spec, key, False)
         _spec_seconds(self.task_type, spec, "timeout_s", 5.0)
-        max_rows = spec.get("max_rows", 10_000)
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-            raise _spec_error(self.task_type, "max_rows", "a positive integer", max_rows)
+        _spec_positive_int(self.task_type, spec, "max_rows", 10_000)
         schema = spec.get("sqlite_schema")
         if schema is not None and not isinstance(schema, str):
             raise _spec_error(self.task_type, "sqlite_schema", "a string of SQL", schema)
@@ -602,11 +885,13 @@ class SqlValidator(Validator):
             )
             deadline = time.monotonic() + timeout_s
             timed_out = False
+            job = _JOB.get()
 
             def over_time() -> int:
                 nonlocal timed_out
                 timed_out = time.monotonic() > deadline
-                return 1 if timed_out else 0
+                # A cancelled validate_task_async stops the query as a timeout would.
+                return 1 if timed_out or (job is not None and job.cancelled) else 0
 
             # Called every N SQLite VM steps; a non-zero return interrupts the query.
             conn.set_progress_handler(over_time, 10_000)
@@ -882,15 +1167,34 @@ class BugPatchValidator(Validator):
     checked; ``spec["path"]`` (else the diff's own name) names that file on disk.
 
     With ``test_command`` (an argv list, no shell) the patched tree is written to a
-    fresh temporary directory and the command runs there; it fails the answer if it
+    fresh scratch directory and the command runs there; it fails the answer if it
     exits non-zero or runs past ``timeout_s`` (default 10; its whole process group is
-    then killed). This is **not a sandbox**: the model's code runs with the router's
-    privileges. What it does get is a scrubbed environment -- ``PATH``, ``HOME`` and
-    ``TMPDIR`` set to the temporary directory, ``LANG``, plus ``spec["env"]`` -- so
-    the router's API keys are not handed to it.
+    then killed, as it is after a normal exit). The scratch directory is removed
+    afterwards on every path (pass, failure, timeout, cancellation).
+
+    Containment of accidents -- this is **NOT a security sandbox**: the model's code
+    runs with the router's user and privileges, can read that user's files, use the
+    network and leave its process group. What it gets is:
+
+    - an environment with nothing inherited from the router: ``PATH`` (the running
+      interpreter's directory, ``/usr/local/bin``, ``/usr/bin``, ``/bin``), ``HOME``
+      and ``TMPDIR`` set to the scratch directory, ``LANG=C.UTF-8``,
+      ``PYTHONDONTWRITEBYTECODE=1``, then ``spec["env"]`` -- so the router's API keys
+      are not handed to it;
+    - stdin from ``/dev/null``, stdout and stderr to an anonymous file (only the last
+      line is read, for the reason), no other inherited file descriptor;
+    - resource limits: ``RLIMIT_CPU`` = ``timeout_s`` rounded up +
+      :data:`SUBPROCESS_CPU_GRACE_S`, ``RLIMIT_AS`` = ``spec["max_memory_mb"]`` or
+      :data:`SUBPROCESS_MAX_MEMORY_BYTES`, ``RLIMIT_FSIZE`` =
+      :data:`SUBPROCESS_MAX_FILE_BYTES` (its output included), no core files. A test
+      that hits one fails the answer like any failing test.
     """
 
     task_type = "bug_patch"
+
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        # Applying a patch is pure Python and proportional to it; tests run a process.
+        return spec.get("test_command") is not None
 
     def check_spec(self, spec: Mapping[str, Any]) -> None:
         source = spec.get("source")
@@ -903,6 +1207,13 @@ class BugPatchValidator(Validator):
                         f"spec['source'][{path!r}] for task type 'bug_patch' must be text, "
                         f"got {type(text).__name__}"
                     )
+        elif source is None:
+            # No source to patch (e.g. an agent's conversation through the gateway): the
+            # answer cannot be judged, so it is accepted unvalidated; see check().
+            if spec.get("test_command") is not None:
+                raise _spec_error(
+                    self.task_type, "source", "text or a {path: text} mapping", source
+                )
         elif not isinstance(source, str):
             raise _spec_error(self.task_type, "source", "text or a {path: text} mapping", source)
         path = spec.get("path")
@@ -910,6 +1221,7 @@ class BugPatchValidator(Validator):
             raise _spec_error(self.task_type, "path", "a relative path", path)
         _spec_bool(self.task_type, spec, "allow_offset", True)
         _spec_seconds(self.task_type, spec, "timeout_s", 10.0)
+        _spec_positive_int(self.task_type, spec, "max_memory_mb", SUBPROCESS_MAX_MEMORY_BYTES >> 20)
         command = spec.get("test_command")
         if command is not None and (
             not isinstance(command, list | tuple)
@@ -924,6 +1236,8 @@ class BugPatchValidator(Validator):
             raise _spec_error(self.task_type, "env", "a mapping of strings", env)
 
     def check(self, text: str, spec: Mapping[str, Any]) -> Validation:
+        if spec.get("source") is None:
+            return Validation.passed()  # nothing to apply the patch to: not validated
         try:
             patched = self.apply(text, spec)
         except PatchError as exc:
@@ -1001,6 +1315,10 @@ class BugPatchValidator(Validator):
         self, command: list[str], tree: Mapping[str, str | None], spec: Mapping[str, Any]
     ) -> Validation:
         timeout_s = _spec_seconds(self.task_type, spec, "timeout_s", 10.0)
+        memory_mb = spec.get("max_memory_mb")
+        limits = _Limits.for_timeout(
+            timeout_s, memory_bytes=None if memory_mb is None else int(memory_mb) << 20
+        )
         with (
             tempfile.TemporaryDirectory(prefix="costroute-patch-") as tmp,
             tempfile.TemporaryFile() as log,
@@ -1013,7 +1331,7 @@ class BugPatchValidator(Validator):
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(text, encoding="utf-8", newline="")
             env = {
-                "PATH": os.environ.get("PATH", os.defpath),
+                "PATH": _MINIMAL_PATH,
                 "HOME": tmp,
                 "TMPDIR": tmp,
                 "LANG": "C.UTF-8",
@@ -1022,17 +1340,17 @@ class BugPatchValidator(Validator):
             }
             try:
                 # Output goes to an anonymous file, not a pipe: a chatty test cannot
-                # fill memory, and only the tail is read for the reason.
-                proc = subprocess.Popen(
+                # fill memory (RLIMIT_FSIZE bounds the file), and only the tail is read.
+                proc = _spawn(
                     command,
+                    limits,
                     cwd=tmp,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group, to kill it whole
                 )
-            except OSError as exc:
+            except (OSError, subprocess.SubprocessError) as exc:
                 return self.fail(f"test_command could not start: {exc}")
             status: int | None = None
             try:
@@ -1040,8 +1358,7 @@ class BugPatchValidator(Validator):
             except subprocess.TimeoutExpired:
                 pass
             finally:
-                # On a timeout, and also after a normal exit: a test may leave children.
-                _kill_group(proc)
+                _reap(proc)
             if status is None:
                 return self.fail(f"test_command timed out after {timeout_s:g}s")
             if status == 0:
@@ -1051,14 +1368,6 @@ class BugPatchValidator(Validator):
                 f"was killed by signal {-status}" if status < 0 else f"exited with status {status}"
             )
             return self.fail(f"test_command {how}" + (f": {tail}" if tail else ""))
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
-    proc.wait()
 
 
 def _last_line(log: Any, tail_bytes: int = 4096) -> str:
@@ -1101,6 +1410,9 @@ class ErrorHandlingValidator(Validator):
     """
 
     task_type = "error_handling"
+
+    def may_block(self, spec: Mapping[str, Any]) -> bool:
+        return False  # compiling and walking the tree: proportional to the answer
 
     def check_spec(self, spec: Mapping[str, Any]) -> None:
         _spec_str_list(self.task_type, spec, "must_handle")
@@ -1179,8 +1491,109 @@ def validate(task_type: str, output: str, spec: Mapping[str, Any] | None = None)
 
 
 def validate_task(task: Task, output: str) -> Validation:
-    """:func:`validate` for a :class:`~router.task.Task`: its resolved type and its spec."""
+    """:func:`validate` for a :class:`~router.task.Task`: its resolved type and its spec.
+
+    Blocks the calling thread for as long as the check takes (a test command: up to
+    its timeout). On an event loop use :func:`validate_task_async`.
+    """
     return validate(task.resolved_type(), output, task.spec)
+
+
+def check_spec(task: Task) -> None:
+    """Raise :class:`~router.errors.InputError` if ``task.spec`` is malformed.
+
+    Needs no answer, so a driver can reject a task before it calls (and pays) a model.
+    The error is one line naming the task type and the bad key, the same error
+    :func:`validate_task` would raise. A task type without a validator passes; no spec
+    is read as an empty one, which every built-in type accepts (a ``bug_patch`` answer
+    without ``spec["source"]`` cannot be judged and is accepted unvalidated).
+
+    Cheap and side-effect free -- no subprocess, no SQL, no network -- so it may run
+    on an event loop; the first schema or dialect check in a process imports
+    jsonschema or sqlglot (~0.1 s, once). Not caught here, because only running it
+    tells: a ``sqlite_schema`` that does not run, a JSON Schema ``$ref`` that does not
+    resolve; :func:`validate_task` raises for those.
+    """
+    validator = _REGISTRY.get(task.resolved_type())
+    if validator is not None:
+        validator.accept_spec(task.spec)
+
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def _default_executor() -> ThreadPoolExecutor:
+    """The module's pool, created on first use (importing the module starts no thread)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(
+                max_workers=VALIDATION_WORKERS, thread_name_prefix="costroute-validation"
+            )
+        return _executor
+
+
+def _run_job(job: _Job, validator: Validator, output: str, spec: Mapping[str, Any]) -> Validation:
+    """The worker-thread side of :func:`validate_task_async`."""
+    if job.cancelled:  # cancelled while queued but already picked up: start nothing
+        return validator.fail("cancelled")
+    token = _JOB.set(job)
+    try:
+        return validator.validate(output, spec)
+    finally:
+        _JOB.reset(token)
+
+
+async def validate_task_async(
+    task: Task, output: str, *, executor: Executor | None = None
+) -> Validation:
+    """:func:`validate_task` without blocking the running event loop.
+
+    Same verdicts, reasons and :class:`~router.errors.InputError` cases as
+    :func:`validate_task`. Checks whose validator says they may block
+    (:meth:`Validator.may_block`: the regex worker for examples, SQL run on SQLite, a
+    bug_patch test command, a custom validator by default) run in ``executor`` --
+    which must run work in this process, in threads -- or, by default, in a module
+    thread pool of :data:`VALIDATION_WORKERS` threads; the rest run inline, since a
+    thread hop would cost more than they do. Each validator keeps its own timeout,
+    counted from when a worker starts it (not from when it was queued).
+
+    Cancellation: if the awaiting task is cancelled, a validation still queued never
+    starts; a running one has its subprocess's process group SIGKILLed (or its SQLite
+    query interrupted), and this coroutine waits (up to 2 s) for the worker to reap it
+    and remove its scratch directory before re-raising :class:`asyncio.CancelledError`.
+    So when the cancellation reaches the caller, nothing the validation started is
+    left running. A custom validator's own blocking work cannot be interrupted; it
+    finishes in its thread and its result is dropped.
+    """
+    task_type = task.resolved_type()
+    validator = _REGISTRY.get(task_type)
+    if validator is None:
+        return validate(task_type, output, task.spec)
+    spec = {} if task.spec is None else task.spec
+    if not isinstance(spec, Mapping) or not validator.may_block(spec):
+        return validator.validate(output, spec)  # also raises for a non-mapping spec
+    if isinstance(executor, ProcessPoolExecutor):
+        raise InputError(
+            "validate_task_async: executor must run work in this process (threads), "
+            "got a ProcessPoolExecutor"
+        )
+    pool = _default_executor() if executor is None else executor
+    job = _Job()
+    # submit + wrap_future rather than loop.run_in_executor (which does the same): the
+    # concurrent future is needed to cancel a queued job, and the asyncio one, shielded,
+    # to wait for a running job to clean up after the awaiting task was cancelled.
+    # copy_context: the worker sees the caller's context variables, as asyncio.to_thread.
+    future = pool.submit(contextvars.copy_context().run, _run_job, job, validator, output, spec)
+    waiter = asyncio.wrap_future(future)
+    try:
+        return await asyncio.shield(waiter)
+    except asyncio.CancelledError:
+        job.cancel()
+        if not future.cancel():  # already running: let it reap and clean up first
+            await asyncio.wait([waiter], timeout=_CANCEL_GRACE_S)
+        raise
 
 
 for _validator in (

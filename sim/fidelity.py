@@ -101,8 +101,12 @@ def twin_config(config: RouterConfig, base_url: str, time_scale: float) -> Route
             route["attempt_timeout_ms"] *= time_scale
         route["backoff"]["base_s"] *= time_scale
         route["backoff"]["cap_s"] *= time_scale
-    data["breaker"]["open_base_s"] *= time_scale
-    data["breaker"]["open_cap_s"] *= time_scale
+    br = data["breaker"]
+    for key in ("open_base_s", "open_cap_s", "reprobe_s", "probe_timeout_s"):
+        if br.get(key) is not None:
+            br[key] *= time_scale
+    data["health"]["latency_cooldown_s"] *= time_scale
+    data["quality"]["cooldown_s"] *= time_scale
     return config_from_dict(data, "twin config")
 
 
@@ -148,7 +152,7 @@ def summarize_live(
 async def _route_all(
     config: RouterConfig, tasks: Sequence[Task], twin: TwinServer, time_scale: float, seed: int
 ) -> tuple[list[TaskResult], int]:
-    from router.live import Router, RoutingError
+    from router.live import Router
 
     async with Router(config, seed=seed) as router:
         # Build every provider (an httpx client each) before the clock starts: their
@@ -159,10 +163,7 @@ async def _route_all(
 
         async def one(task: Task) -> TaskResult:
             await asyncio.sleep(max(0.0, t0 + task.arrival_s * time_scale - loop.time()))
-            try:
-                return await router.route(task)
-            except RoutingError as exc:
-                return exc.result
+            return await router.route(task)  # a failed task is a result too
 
         twin.reset()  # scenario time 0 of the twin = the trace's time 0
         t0 = loop.time()

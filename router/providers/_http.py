@@ -1,8 +1,13 @@
-"""Machinery shared by the HTTP providers: the deadline, httpx error translation,
-HTTP status classification, Retry-After parsing and the SSE reading loop.
+"""Machinery shared by the HTTP providers: argument checks, the deadline, httpx error
+translation, HTTP status classification, Retry-After parsing and the SSE reading loop.
 
 Nothing here knows a provider's JSON dialect; :class:`HTTPProvider` subclasses
 supply the URL, headers, payload, body parser and a :class:`StreamState`.
+
+How far an attempt got decides how a timeout is classified (see
+:class:`~router.outcome.ErrorKind`): until the response headers arrive (and, when
+streaming, until the first content token) a timeout is ``first_token_timeout``;
+after that it is ``timeout``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -77,22 +83,146 @@ def read_api_key(env_name: str | None) -> str | None:
     return value.strip()
 
 
-def check_messages(messages: object) -> list[dict[str, str]]:
-    """``messages`` if it is a non-empty list of ``{"role": str, "content": str}``.
+#: The chat roles :func:`check_messages` accepts (``developer`` is OpenAI's newer
+#: name for ``system``).
+ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool")
+
+#: The string forms of ``tool_choice`` (OpenAI's).
+TOOL_CHOICES: tuple[str, ...] = ("auto", "none", "required")
+
+
+def check_messages(messages: object) -> list[dict[str, Any]]:
+    """``messages`` if it is a non-empty list of OpenAI-format chat messages.
+
+    Accepted: dicts with ``role`` one of :data:`ROLES` and ``content`` a string or a
+    non-empty list of content parts (dicts with a str ``type``; a ``text`` part needs
+    a str ``text``); an ``assistant`` message may instead carry a non-empty
+    ``tool_calls`` list (``{"id", "type": "function", "function": {"name",
+    "arguments": str}}``) with ``content`` ``None`` or absent; a ``tool`` message
+    needs a str ``tool_call_id``; ``name``, if present, is a string.
 
     A malformed message list is the caller's bug, not the provider's failure, so it
-    raises :class:`InputError` rather than a ProviderError the policy would retry.
+    raises :class:`InputError` (one line naming the index and what was expected)
+    rather than a ProviderError the policy would retry.
     """
     if not isinstance(messages, list) or not messages:
-        raise InputError("messages: expected a non-empty list of {'role', 'content'} dicts")
+        raise InputError(
+            "messages: expected a non-empty list of chat messages ({'role', 'content'} dicts)"
+        )
     for i, message in enumerate(messages):
-        if not (
-            isinstance(message, dict)
-            and isinstance(message.get("role"), str)
-            and isinstance(message.get("content"), str)
-        ):
-            raise InputError(f"messages[{i}]: expected a dict with str 'role' and 'content'")
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise InputError(
+                f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}"
+            )
+        role = message.get("role")
+        if not isinstance(role, str) or role not in ROLES:
+            raise InputError(f"{where}.role: expected one of {', '.join(ROLES)}; got {role!r:.40}")
+        name = message.get("name")
+        if name is not None and not isinstance(name, str):
+            raise InputError(f"{where}.name: expected a string, got {type(name).__name__}")
+        content = message.get("content")
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None:
+            if role != "assistant":
+                raise InputError(f"{where}: only assistant messages carry 'tool_calls'")
+            _check_tool_calls(where, tool_calls)
+            if content is not None:
+                _check_content(where, content)
+            continue
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise InputError(f"{where}: a tool message needs a non-empty str 'tool_call_id'")
+        _check_content(where, content)
     return messages
+
+
+def _check_content(where: str, content: object) -> None:
+    if isinstance(content, str):
+        return
+    if not isinstance(content, list) or not content:
+        raise InputError(
+            f"{where}.content: expected a string or a non-empty list of content parts, "
+            f"got {_shown(content)}"
+        )
+    for j, part in enumerate(content):
+        if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+            raise InputError(f"{where}.content[{j}]: expected a dict with a str 'type'")
+        if part["type"] == "text" and not isinstance(part.get("text"), str):
+            raise InputError(f"{where}.content[{j}]: a text part needs a str 'text'")
+
+
+def _check_tool_calls(where: str, calls: object) -> None:
+    if not isinstance(calls, list) or not calls:
+        raise InputError(f"{where}.tool_calls: expected a non-empty list, got {_shown(calls)}")
+    for j, call in enumerate(calls):
+        at = f"{where}.tool_calls[{j}]"
+        if not isinstance(call, dict):
+            raise InputError(f"{at}: expected a dict with 'id', 'type' and 'function'")
+        if not isinstance(call.get("id"), str) or not call["id"]:
+            raise InputError(f"{at}.id: expected a non-empty string")
+        if call.get("type", "function") != "function":
+            raise InputError(f"{at}.type: expected 'function', got {call.get('type')!r:.40}")
+        function = call.get("function")
+        if not (
+            isinstance(function, dict)
+            and isinstance(function.get("name"), str)
+            and function["name"]
+            and isinstance(function.get("arguments"), str)
+        ):
+            raise InputError(
+                f"{at}.function: expected a dict with a non-empty str 'name' and str "
+                "'arguments' (JSON text)"
+            )
+
+
+def check_tools(tools: object) -> list[dict[str, Any]] | None:
+    """``tools`` if it is ``None`` or a list of OpenAI function tool definitions.
+
+    Each is ``{"type": "function", "function": {"name": str, "description"?: str,
+    "parameters"?: dict}}`` (a JSON Schema in ``parameters``); else
+    :class:`InputError` naming the index.
+    """
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise InputError(f"tools: expected a list of tool definitions, got {_shown(tools)}")
+    for j, tool in enumerate(tools):
+        where = f"tools[{j}]"
+        if not isinstance(tool, dict) or tool.get("type") != "function":
+            raise InputError(f"{where}: expected {{'type': 'function', 'function': {{...}}}}")
+        function = tool.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise InputError(f"{where}.function: expected a dict with a str 'name'")
+        if not isinstance(function.get("description", ""), str):
+            raise InputError(f"{where}.function.description: expected a string")
+        if not isinstance(function.get("parameters", {}), dict):
+            raise InputError(f"{where}.function.parameters: expected a JSON Schema object")
+    return tools
+
+
+def check_tool_choice(tool_choice: object) -> str | dict[str, Any] | None:
+    """``tool_choice`` if it is ``None``, one of :data:`TOOL_CHOICES` or a dict with a
+    str ``type`` (OpenAI's ``{"type": "function", "function": {"name"}}``); else
+    :class:`InputError`."""
+    if tool_choice is None or (isinstance(tool_choice, str) and tool_choice in TOOL_CHOICES):
+        return tool_choice
+    if isinstance(tool_choice, dict) and isinstance(tool_choice.get("type"), str):
+        return tool_choice
+    raise InputError(
+        f"tool_choice: expected one of {', '.join(TOOL_CHOICES)} or a dict with a 'type', "
+        f"got {_shown(tool_choice)}"
+    )
+
+
+def _shown(value: object) -> str:
+    """A short description of a rejected value for a one-line error."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return f"{value!r:.40}"
+    return type(value).__name__
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
@@ -225,9 +355,18 @@ class _Malformed(Exception):
 
 
 class Parsed:
-    """What a body parser extracted (text, usage, reported model, finish reason)."""
+    """What a body parser extracted: text, usage, reported model, finish reason, and
+    the answer's id and tool calls (OpenAI format) when it had them."""
 
-    __slots__ = ("text", "prompt_tokens", "completion_tokens", "model", "finish_reason")
+    __slots__ = (
+        "text",
+        "prompt_tokens",
+        "completion_tokens",
+        "model",
+        "finish_reason",
+        "request_id",
+        "tool_calls",
+    )
 
     def __init__(
         self,
@@ -236,12 +375,42 @@ class Parsed:
         completion_tokens: int,
         model: str | None,
         finish_reason: str | None,
+        request_id: str | None = None,
+        tool_calls: list[dict[str, Any]] | None = None,
     ) -> None:
         self.text = text
         self.prompt_tokens = prompt_tokens
         self.completion_tokens = completion_tokens
         self.model = model
         self.finish_reason = finish_reason
+        self.request_id = request_id
+        self.tool_calls = tool_calls
+
+
+def tool_call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    """One tool call in OpenAI format (what :attr:`Completion.tool_calls` holds)."""
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def str_or_none(value: object) -> str | None:
+    """``value`` if it is a non-empty string, else ``None`` (ids, model names)."""
+    return value if isinstance(value, str) and value else None
+
+
+class Progress:
+    """How far one attempt got; decides ``first_token_timeout`` vs ``timeout``.
+
+    ``answering`` turns true when the answer has started: at the response headers of
+    a plain request, at the first content token (text or tool call) of a stream.
+    ``first_token_at`` is the ``perf_counter`` time of that token (streams only).
+    One per attempt: a provider serves concurrent attempts.
+    """
+
+    __slots__ = ("answering", "first_token_at")
+
+    def __init__(self) -> None:
+        self.answering = False
+        self.first_token_at: float | None = None
 
 
 class StreamState(ABC):
@@ -253,7 +422,8 @@ class StreamState(ABC):
     finished: bool = False
     #: A finish/stop reason arrived: a clean end of stream after it is a success.
     ended: bool = False
-    #: At least one content token arrived (ends the first-token clock).
+    #: At least one content token (text or the start of a tool call) arrived, or the
+    #: answer ended empty: ends the first-token clock.
     got_token: bool = False
 
     @abstractmethod
@@ -317,9 +487,17 @@ class HTTPProvider(ModelProvider):
     Pass ``client`` to share a pool (it is not closed by :meth:`aclose`) or
     ``transport`` (e.g. ``httpx.MockTransport``) to build an owned client over it;
     by default an owned client with httpx's own transport is made.
+
+    Every request is sent with ``stream=True`` and its body read afterwards, so that
+    the endpoint's ``first_token_timeout_s`` bounds the wait for the response headers
+    of a plain (non-streamed) request too: a server that accepts the request and
+    never answers costs one first-token timeout, not the whole attempt deadline.
     """
 
     _kind: str  # the Endpoint.kind this class implements
+    #: The response header carrying the provider's request id (used when the body
+    #: has no id of its own).
+    _request_id_header: str = "x-request-id"
 
     def __init__(
         self,
@@ -367,8 +545,15 @@ class HTTPProvider(ModelProvider):
         """Request headers, credentials included."""
 
     @abstractmethod
-    def _payload(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
-        """The JSON request body."""
+    def _payload(
+        self,
+        messages: list[dict[str, Any]],
+        stream: bool,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """The JSON request body for checked arguments; may raise :class:`InputError`
+        for what the dialect cannot express (it runs before any I/O)."""
 
     @abstractmethod
     def _parse(self, body: Any) -> Parsed:
@@ -380,25 +565,45 @@ class HTTPProvider(ModelProvider):
 
     # -- the contract ----------------------------------------------------------------
 
-    async def complete(self, messages: list[dict[str, str]], *, timeout_s: float) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        timeout_s: float,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> Completion:
         """One attempt within ``timeout_s`` seconds; see :class:`ModelProvider`."""
         check_messages(messages)
+        check_tools(tools)
+        check_tool_choice(tool_choice)
         if not (isinstance(timeout_s, int | float) and timeout_s > 0):
             raise InputError(f"timeout_s: expected a positive number of seconds, got {timeout_s!r}")
+        stream = self.endpoint.stream
+        payload = self._payload(messages, stream, tools, tool_choice)
+        progress = Progress()
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                if self.endpoint.stream:
-                    parsed = await self._attempt_stream(messages)
+                if stream:
+                    parsed = await self._attempt_stream(payload, progress)
                 else:
-                    parsed = await self._attempt_once(messages)
+                    parsed = await self._attempt_once(payload, progress)
         except TimeoutError as exc:
+            if progress.answering:
+                raise self._error(
+                    ErrorKind.TIMEOUT,
+                    f"the answer from {self._where} started but was not complete within the "
+                    f"attempt's {timeout_s:g} s",
+                ) from exc
+            awaited = "first token" if stream else "response headers"
             raise self._error(
-                ErrorKind.TIMEOUT,
-                f"no complete answer from {self._where} within the attempt's {timeout_s:g} s",
+                ErrorKind.FIRST_TOKEN_TIMEOUT,
+                f"no {awaited} from {self._where} within the attempt's {timeout_s:g} s",
             ) from exc
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
-            raise self._translate(exc) from exc
+            raise self._translate(exc, progress) from exc
+        first = progress.first_token_at
         return Completion(
             text=parsed.text,
             prompt_tokens=parsed.prompt_tokens,
@@ -406,6 +611,9 @@ class HTTPProvider(ModelProvider):
             model=parsed.model or self.endpoint.model,
             latency_s=time.perf_counter() - started,
             raw_finish_reason=parsed.finish_reason,
+            request_id=parsed.request_id,
+            tool_calls=parsed.tool_calls,
+            ttft_s=None if first is None else first - started,
         )
 
     async def aclose(self) -> None:
@@ -418,16 +626,48 @@ class HTTPProvider(ModelProvider):
 
     # -- one plain request -------------------------------------------------------------
 
-    async def _attempt_once(self, messages: list[dict[str, str]]) -> Parsed:
-        response = await self._client.post(
-            self._request_url,
-            json=self._payload(messages, stream=False),
-            headers=self._headers(),
-            timeout=self._timeout,
+    async def _attempt_once(self, payload: dict[str, Any], progress: Progress) -> Parsed:
+        e = self.endpoint
+        request = self._client.build_request(
+            "POST", self._request_url, json=payload, headers=self._headers(), timeout=self._timeout
         )
+        first_deadline = (
+            asyncio.get_running_loop().time() + e.first_token_timeout_s
+            if e.first_token_timeout_s
+            else None
+        )
+        response = await self._send(request, first_deadline)
+        progress.answering = True
+        try:
+            raw = await response.aread()
+        finally:
+            await response.aclose()
         if not 200 <= response.status_code < 300:
-            self._raise_for_status(response.status_code, response.headers, response.content)
-        return self._parse_body(response.status_code, response.content)
+            self._raise_for_status(response.status_code, response.headers, raw)
+        return self._with_request_id(self._parse_body(response.status_code, raw), response)
+
+    async def _send(self, request: httpx.Request, first_deadline: float | None) -> httpx.Response:
+        """Send ``request``; return once its response headers are in (body unread).
+
+        ``first_deadline`` (loop time) bounds the wait for the headers: past it the
+        attempt fails with ``first_token_timeout``.
+        """
+        if first_deadline is None:
+            return await self._client.send(request, stream=True)
+        try:
+            async with asyncio.timeout_at(first_deadline):
+                return await self._client.send(request, stream=True)
+        except TimeoutError as exc:
+            raise self._error(
+                ErrorKind.FIRST_TOKEN_TIMEOUT,
+                f"no response headers from {self._where} within the first-token timeout "
+                f"({self.endpoint.first_token_timeout_s:g} s)",
+            ) from exc
+
+    def _with_request_id(self, parsed: Parsed, response: httpx.Response) -> Parsed:
+        if parsed.request_id is None:
+            parsed.request_id = str_or_none(response.headers.get(self._request_id_header))
+        return parsed
 
     def _parse_body(self, status: int, raw: bytes) -> Parsed:
         body = json_or_none(raw)
@@ -448,41 +688,39 @@ class HTTPProvider(ModelProvider):
 
     # -- one streamed request ------------------------------------------------------------
 
-    async def _attempt_stream(self, messages: list[dict[str, str]]) -> Parsed:
+    async def _attempt_stream(self, payload: dict[str, Any], progress: Progress) -> Parsed:
         e = self.endpoint
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + e.first_token_timeout_s if e.first_token_timeout_s else None
         request = self._client.build_request(
             "POST",
             self._request_url,
-            json=self._payload(messages, stream=True),
+            json=payload,
             headers={**self._headers(), "Accept": "text/event-stream"},
             timeout=self._timeout,
         )
-        try:
-            async with asyncio.timeout_at(first_deadline):
-                response = await self._client.send(request, stream=True)
-        except TimeoutError as exc:
-            raise self._error(
-                ErrorKind.TIMEOUT,
-                f"no response headers from {self._where} within the first-token timeout "
-                f"({e.first_token_timeout_s:g} s)",
-            ) from exc
+        response = await self._send(request, first_deadline)
         try:
             if not 200 <= response.status_code < 300:
+                progress.answering = True  # an error answer: only its body is left to read
                 body = await response.aread()
                 self._raise_for_status(response.status_code, response.headers, body)
             content_type = response.headers.get("content-type", "")
             if "json" in content_type and "event-stream" not in content_type:
                 # A server that ignores "stream": true answers with one JSON body.
-                return self._parse_body(response.status_code, await response.aread())
-            return await self._read_stream(response, first_deadline)
+                progress.answering = True
+                parsed = self._parse_body(response.status_code, await response.aread())
+            else:
+                parsed = await self._read_stream(response, first_deadline, progress)
+            return self._with_request_id(parsed, response)
         finally:
             # Closing mid-body drops the connection instead of draining it: a stalled
             # or abandoned stream must not keep a pooled connection busy.
             await response.aclose()
 
-    async def _read_stream(self, response: httpx.Response, first_deadline: float | None) -> Parsed:
+    async def _read_stream(
+        self, response: httpx.Response, first_deadline: float | None, progress: Progress
+    ) -> Parsed:
         e = self.endpoint
         loop = asyncio.get_running_loop()
         state = self._stream_state()
@@ -490,32 +728,38 @@ class HTTPProvider(ModelProvider):
         last_line_at = loop.time()
         events = 0
 
-        def next_limit() -> tuple[float | None, str]:
+        def next_limit() -> tuple[float | None, ErrorKind, str]:
             # Before the first token only the first-token deadline applies (a model may
             # think silently for a while); without one, the stall timeout covers that
-            # gap too. After the first token each gap between lines is a stall.
+            # gap too -- still a first-token timeout, as no content has come. After the
+            # first token each gap between lines is a stall.
             if not state.got_token and first_deadline is not None:
-                return first_deadline, (
-                    f"no first token from {self._where} within {e.first_token_timeout_s:g} s"
+                return (
+                    first_deadline,
+                    ErrorKind.FIRST_TOKEN_TIMEOUT,
+                    f"no first token from {self._where} within {e.first_token_timeout_s:g} s",
                 )
             if e.stall_timeout_s is not None:
-                return last_line_at + e.stall_timeout_s, (
+                kind = ErrorKind.TIMEOUT if state.got_token else ErrorKind.FIRST_TOKEN_TIMEOUT
+                return (
+                    last_line_at + e.stall_timeout_s,
+                    kind,
                     f"stream from {self._where} stalled for more than {e.stall_timeout_s:g} s "
-                    f"after {events} events ({state.chars} chars); partial answer discarded"
+                    f"after {events} events ({state.chars} chars); partial answer discarded",
                 )
-            return None, ""
+            return None, ErrorKind.TIMEOUT, ""
 
         async def timed_lines() -> AsyncGenerator[str, None]:
             nonlocal last_line_at
             while True:
-                limit, why = next_limit()
+                limit, kind, why = next_limit()
                 try:
                     async with asyncio.timeout_at(limit):
                         line = await anext(lines)
                 except StopAsyncIteration:
                     return
                 except TimeoutError as exc:
-                    raise self._error(ErrorKind.TIMEOUT, why) from exc
+                    raise self._error(kind, why) from exc
                 last_line_at = loop.time()
                 yield line
 
@@ -531,10 +775,13 @@ class HTTPProvider(ModelProvider):
                         ErrorKind.MALFORMED,
                         f"malformed stream event #{events} from {self._where}: {exc}",
                     ) from exc
+                if state.got_token and not progress.answering:
+                    progress.answering = True
+                    progress.first_token_at = time.perf_counter()
                 if state.finished:
                     break
         except (httpx.HTTPError, OSError) as exc:
-            failure = self._translate(exc)
+            failure = self._translate(exc, progress)
             raise self._error(
                 failure.kind,
                 f"stream from {self._where} cut after {events} events ({state.chars} chars), "
@@ -598,11 +845,14 @@ class HTTPProvider(ModelProvider):
         said = fields.message if fields else str(body)[:_SNIPPET]
         raise self._error(kind, f"error event from {self._where}: {said[:_SNIPPET]}")
 
-    def _translate(self, exc: BaseException) -> ProviderError:
+    def _translate(self, exc: BaseException, progress: Progress) -> ProviderError:
         """An httpx / socket exception -> ProviderError (the caller chains ``from exc``)."""
         name = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
-            kind = ErrorKind.TIMEOUT
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError):
+            kind = ErrorKind.CONNECT  # refused, DNS failure, TLS handshake, connect timeout
+        elif isinstance(exc, httpx.TimeoutException):
+            # A read/write/pool timeout: classified by how far the answer got.
+            kind = ErrorKind.TIMEOUT if progress.answering else ErrorKind.FIRST_TOKEN_TIMEOUT
         elif isinstance(exc, httpx.DecodingError):
             kind = ErrorKind.MALFORMED
         elif isinstance(
@@ -613,9 +863,11 @@ class HTTPProvider(ModelProvider):
             | httpx.InvalidURL,
         ):
             kind = ErrorKind.BAD_REQUEST  # our request or config is wrong
+        elif isinstance(exc, ConnectionRefusedError | socket.gaierror):
+            kind = ErrorKind.CONNECT  # raw socket errors from a custom transport
         else:
-            # ConnectError, ReadError, WriteError, RemoteProtocolError (reset, body cut
-            # short, incomplete chunked encoding), ProxyError, raw OSError.
+            # ReadError, WriteError, RemoteProtocolError (reset, body cut short,
+            # incomplete chunked encoding, disconnected without a response), raw OSError.
             kind = ErrorKind.CONNECTION
         return self._error(kind, f"{name} calling {self._where}: {_describe(exc)}")
 

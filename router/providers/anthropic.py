@@ -1,11 +1,19 @@
-"""Anthropic Messages API: ``POST {base_url}/v1/messages``."""
+"""Anthropic Messages API: ``POST {base_url}/v1/messages``.
+
+The router speaks OpenAI's chat format everywhere; :func:`anthropic_request_parts`,
+:func:`anthropic_tools` and :func:`anthropic_tool_choice` map a conversation to the
+Messages API, and the answer's ``tool_use`` blocks are mapped back to OpenAI
+``tool_calls``.
+"""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
 
+from router.errors import InputError
 from router.outcome import ErrorKind
 from router.providers._http import (
     NOT_JSON,
@@ -14,9 +22,12 @@ from router.providers._http import (
     StreamState,
     _Malformed,
     json_or_none,
+    str_or_none,
+    tool_call,
     usage_int,
 )
 from router.providers.endpoint import Endpoint
+from router.task import SYSTEM_ROLES, content_text
 
 #: The Messages API version this provider speaks.
 ANTHROPIC_VERSION = "2023-06-01"
@@ -28,20 +39,30 @@ DEFAULT_MAX_TOKENS = 4096
 class AnthropicProvider(HTTPProvider):
     """A provider for the Anthropic Messages API (and servers that mimic it).
 
-    Sends ``x-api-key`` and ``anthropic-version: 2023-06-01``. ``system`` messages are
-    lifted into the top-level ``system`` field (joined by blank lines), as the API
-    requires. ``prompt_tokens`` counts every input token the API reports
-    (``input_tokens`` plus cache creation and cache reads).
+    Sends ``x-api-key`` and ``anthropic-version: 2023-06-01``. The OpenAI-format
+    conversation is mapped by :func:`anthropic_request_parts` (system messages lifted
+    into the top-level ``system``, assistant ``tool_calls`` -> ``tool_use`` blocks,
+    ``tool`` messages -> ``tool_result`` blocks in a user turn), ``tools`` by
+    :func:`anthropic_tools` and ``tool_choice`` by :func:`anthropic_tool_choice`. The
+    answer's ``tool_use`` blocks come back as OpenAI-format
+    :attr:`~router.providers.base.Completion.tool_calls` (``arguments`` the JSON text
+    of the block's ``input``); an answer of tool calls only has text ``""``.
+    ``prompt_tokens`` counts every input token the API reports (``input_tokens`` plus
+    cache creation and cache reads). ``request_id`` is the message ``id``, else the
+    ``request-id`` header.
 
-    Error mapping is :class:`~router.providers.openai.OpenAIProvider`'s, plus: 529
-    (overloaded) is a 5xx -> ``server_error``; ``stop_reason: "refusal"`` ->
-    ``content_filter``; an ``error`` event inside a stream is classified by its
-    ``type`` (``overloaded_error`` -> ``server_error``, ``rate_limit_error`` ->
-    ``rate_limited``...). A stream must end with ``message_stop`` (or a
-    ``stop_reason`` followed by a clean end of stream).
+    Error mapping is :class:`~router.providers.openai.OpenAIProvider`'s (timeouts:
+    ``first_token_timeout`` before the response headers -- or, streaming, the first
+    content token -- and ``timeout`` after; ``connect`` vs ``connection``), plus: 529
+    (overloaded) is a 5xx -> ``server_error`` with its ``Retry-After``;
+    ``stop_reason: "refusal"`` -> ``content_filter``; an ``error`` event inside a
+    stream is classified by its ``type`` (``overloaded_error`` -> ``server_error``,
+    ``rate_limit_error`` -> ``rate_limited``...). A stream must end with
+    ``message_stop`` (or a ``stop_reason`` followed by a clean end of stream).
     """
 
     _kind = "anthropic"
+    _request_id_header = "request-id"
 
     def __init__(
         self,
@@ -61,20 +82,26 @@ class AnthropicProvider(HTTPProvider):
             headers["x-api-key"] = self._api_key
         return headers
 
-    def _payload(self, messages: list[dict[str, str]], stream: bool) -> dict[str, Any]:
+    def _payload(
+        self,
+        messages: list[dict[str, Any]],
+        stream: bool,
+        tools: list[dict[str, Any]] | None,
+        tool_choice: str | dict[str, Any] | None,
+    ) -> dict[str, Any]:
         e = self.endpoint
-        system = [m["content"] for m in messages if m["role"] == "system"]
+        system, turns = anthropic_request_parts(messages)
         payload: dict[str, Any] = {
             "model": e.model,
             "max_tokens": e.max_tokens or DEFAULT_MAX_TOKENS,
-            "messages": [
-                {"role": m["role"], "content": m["content"]}
-                for m in messages
-                if m["role"] != "system"
-            ],
+            "messages": turns,
         }
-        if system:
-            payload["system"] = "\n\n".join(system)
+        if system is not None:
+            payload["system"] = system
+        if tools is not None:
+            payload["tools"] = anthropic_tools(tools)
+        if tool_choice is not None:
+            payload["tool_choice"] = anthropic_tool_choice(tool_choice)
         if e.temperature is not None:
             payload["temperature"] = e.temperature
         if stream:
@@ -92,6 +119,7 @@ class AnthropicProvider(HTTPProvider):
         if not isinstance(content, list):
             raise _Malformed("'content': expected a list of blocks")
         texts: list[str] = []
+        calls: list[dict[str, Any]] = []
         for i, block in enumerate(content):
             if not isinstance(block, dict):
                 raise _Malformed(f"content[{i}]: expected an object")
@@ -100,12 +128,31 @@ class AnthropicProvider(HTTPProvider):
                 if not isinstance(text, str):
                     raise _Malformed(f"content[{i}].text: expected a string")
                 texts.append(text)
-        if not texts and content:
-            # Only tool_use/thinking blocks: nothing this text-only contract can return.
-            raise _Malformed("no text block in 'content'")
+            elif block.get("type") == "tool_use":
+                call_id, name, arguments = block.get("id"), block.get("name"), block.get("input")
+                if not (
+                    isinstance(call_id, str)
+                    and isinstance(name, str)
+                    and isinstance(arguments, dict)
+                ):
+                    raise _Malformed(
+                        f"content[{i}]: a tool_use block needs str 'id', str 'name', object 'input'"
+                    )
+                calls.append(tool_call(call_id, name, _json_text(arguments)))
+        if not texts and not calls and content:
+            # Only thinking (or unknown) blocks: no answer this contract can return.
+            raise _Malformed("no text or tool_use block in 'content'")
         usage = body.get("usage")
         prompt, completion = _usage(usage) if usage is not None else (0, 0)
-        return Parsed("".join(texts), prompt, completion, _model(body), stop)
+        return Parsed(
+            "".join(texts),
+            prompt,
+            completion,
+            str_or_none(body.get("model")),
+            stop,
+            str_or_none(body.get("id")),
+            calls or None,
+        )
 
     def _stream_state(self) -> StreamState:
         return _AnthropicStream(self)
@@ -128,6 +175,9 @@ class _AnthropicStream(StreamState):
         self._prompt = 0
         self._completion = 0
         self._model: str | None = None
+        self._id: str | None = None
+        # block index -> (id, name, input of the start event, input_json_delta pieces)
+        self._calls: dict[int, tuple[str, str, dict[str, Any], list[str]]] = {}
 
     @property
     def chars(self) -> int:
@@ -144,7 +194,8 @@ class _AnthropicStream(StreamState):
             message = body.get("message")
             if not isinstance(message, dict):
                 raise _Malformed("message_start.message: expected an object")
-            self._model = _model(message)
+            self._model = str_or_none(message.get("model"))
+            self._id = str_or_none(message.get("id"))
             if isinstance(message.get("usage"), dict):
                 self._prompt, self._completion = _usage(message["usage"])
         elif etype == "content_block_delta":
@@ -159,6 +210,30 @@ class _AnthropicStream(StreamState):
                     self._parts.append(text)
                     self._chars += len(text)
                     self.got_token = True
+            elif delta.get("type") == "input_json_delta":
+                piece = delta.get("partial_json")
+                index = body.get("index")
+                call = self._calls.get(index) if isinstance(index, int) else None
+                if not isinstance(piece, str) or call is None:
+                    raise _Malformed(
+                        "input_json_delta: expected str partial_json of a tool_use block"
+                    )
+                call[3].append(piece)
+                self._chars += len(piece)
+        elif etype == "content_block_start":
+            block = body.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                index, call_id, name = body.get("index"), block.get("id"), block.get("name")
+                start_input = block.get("input") or {}
+                if not (
+                    isinstance(index, int)
+                    and isinstance(call_id, str)
+                    and isinstance(name, str)
+                    and isinstance(start_input, dict)
+                ):
+                    raise _Malformed("content_block_start: a tool_use block needs index, id, name")
+                self._calls[index] = (call_id, name, start_input, [])
+                self.got_token = True  # the model has started answering: with a tool call
         elif etype == "message_delta":
             delta = body.get("delta")
             if not isinstance(delta, dict):
@@ -175,10 +250,27 @@ class _AnthropicStream(StreamState):
                 self._completion = usage_int(usage, "output_tokens")
         elif etype == "message_stop":
             self.finished = True
-        # ping, content_block_start/stop and unknown future events: nothing to keep.
+        # ping, content_block_stop and unknown future events: nothing to keep.
 
     def result(self) -> Parsed:
-        return Parsed("".join(self._parts), self._prompt, self._completion, self._model, self._stop)
+        calls: list[dict[str, Any]] = []
+        for index in sorted(self._calls):
+            call_id, name, start_input, pieces = self._calls[index]
+            arguments = start_input
+            if pieces:
+                arguments = json_or_none("".join(pieces))
+                if not isinstance(arguments, dict):
+                    raise _Malformed(f"tool_use block #{index}: input is not a JSON object")
+            calls.append(tool_call(call_id, name, _json_text(arguments)))
+        return Parsed(
+            "".join(self._parts),
+            self._prompt,
+            self._completion,
+            self._model,
+            self._stop,
+            self._id,
+            calls or None,
+        )
 
 
 def _stop_reason(body: dict[str, Any]) -> str | None:
@@ -199,6 +291,139 @@ def _usage(usage: object) -> tuple[int, int]:
     return prompt, usage_int(usage, "output_tokens")
 
 
-def _model(body: dict[str, Any]) -> str | None:
-    model = body.get("model")
-    return model if isinstance(model, str) and model else None
+def _json_text(value: dict[str, Any]) -> str:
+    """A tool call's arguments as OpenAI sends them: compact JSON text."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+# -- OpenAI chat format -> Messages API ------------------------------------------------
+
+
+def anthropic_request_parts(
+    messages: list[dict[str, Any]],
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(system, messages)`` of a Messages API request for checked OpenAI messages.
+
+    * ``system`` (and ``developer``) messages are lifted out, their texts joined by
+      blank lines into the top-level ``system`` (``None`` when there are none).
+    * ``user`` messages keep their content; in a parts list, ``text`` parts are
+      already Anthropic blocks and pass unchanged, ``image_url`` parts become
+      ``image`` blocks (a ``data:`` URL -> a base64 source, else a url source), and
+      any other part passes unchanged (so Anthropic-native blocks can be sent).
+    * ``assistant`` messages without ``tool_calls`` keep their content; with them,
+      the content becomes blocks: the text (if any) first, then one ``tool_use``
+      block per call (``id``, ``name``, ``input`` = the parsed JSON ``arguments``;
+      empty arguments mean ``{}``).
+    * ``tool`` messages become ``tool_result`` blocks (``tool_use_id`` =
+      ``tool_call_id``, ``content`` mapped like a user message's) in a ``user``
+      turn; consecutive tool messages share one user turn, as the API expects all
+      results of one assistant turn together.
+
+    Raises :class:`InputError` naming the message when a call's ``arguments`` is not
+    the JSON text of an object (the API's ``input`` must be one).
+    """
+    system: list[str] = []
+    turns: list[dict[str, Any]] = []
+    results_turn: list[dict[str, Any]] | None = None  # the open run of tool results
+    for i, message in enumerate(messages):
+        role = message["role"]
+        if role in SYSTEM_ROLES:
+            system.append(content_text(message.get("content")))
+            continue
+        if role == "tool":
+            result = {
+                "type": "tool_result",
+                "tool_use_id": message["tool_call_id"],
+                "content": _blocks(message.get("content")),
+            }
+            if results_turn is None:
+                results_turn = [result]
+                turns.append({"role": "user", "content": results_turn})
+            else:
+                results_turn.append(result)
+            continue
+        results_turn = None
+        content = message.get("content")
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if not calls:
+            turns.append({"role": role, "content": _blocks(content)})
+            continue
+        blocks: list[dict[str, Any]] = []
+        if isinstance(content, str):
+            if content:
+                blocks.append({"type": "text", "text": content})
+        elif content is not None:
+            blocks.extend(_blocks(content))
+        for j, call in enumerate(calls):
+            function = call["function"]
+            blocks.append(
+                {
+                    "type": "tool_use",
+                    "id": call["id"],
+                    "name": function["name"],
+                    "input": _arguments(function["arguments"], f"messages[{i}].tool_calls[{j}]"),
+                }
+            )
+        turns.append({"role": "assistant", "content": blocks})
+    return ("\n\n".join(system) if system else None), turns
+
+
+def _blocks(content: Any) -> Any:
+    """A message's content for the Messages API: a string as is, parts mapped."""
+    if not isinstance(content, list):
+        return content
+    return [_block(part) for part in content]
+
+
+def _block(part: dict[str, Any]) -> dict[str, Any]:
+    if part.get("type") != "image_url":
+        return part
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if isinstance(url, str) and url.startswith("data:") and ";base64," in url:
+        media_type, _, data = url[len("data:") :].partition(";base64,")
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _arguments(arguments: str, where: str) -> dict[str, Any]:
+    if not arguments.strip():
+        return {}
+    parsed = json_or_none(arguments)
+    if not isinstance(parsed, dict):
+        raise InputError(
+            f"{where}.function.arguments: expected the JSON text of an object (the "
+            f"Messages API's tool_use input), got {arguments!r:.60}"
+        )
+    return parsed
+
+
+def anthropic_tools(tools: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """OpenAI function tools -> Messages API tools: ``name``, ``description`` (when
+    given) and ``input_schema`` (the function's ``parameters``; an empty object
+    schema when it has none, as the API requires one)."""
+    mapped: list[dict[str, Any]] = []
+    for tool in tools:
+        function = tool["function"]
+        entry: dict[str, Any] = {"name": function["name"]}
+        if "description" in function:
+            entry["description"] = function["description"]
+        entry["input_schema"] = function.get("parameters") or {"type": "object", "properties": {}}
+        mapped.append(entry)
+    return mapped
+
+
+def anthropic_tool_choice(tool_choice: str | dict[str, Any]) -> dict[str, Any]:
+    """OpenAI ``tool_choice`` -> the Messages API's: ``"auto"`` -> ``{"type": "auto"}``,
+    ``"required"`` -> ``{"type": "any"}``, ``"none"`` -> ``{"type": "none"}``,
+    ``{"type": "function", "function": {"name": n}}`` -> ``{"type": "tool", "name":
+    n}``; any other dict is taken to be in the API's own form and passes unchanged."""
+    if isinstance(tool_choice, str):
+        return {"type": {"required": "any"}.get(tool_choice, tool_choice)}
+    function = tool_choice.get("function")
+    if tool_choice.get("type") == "function" and isinstance(function, dict):
+        return {"type": "tool", "name": function.get("name")}
+    return tool_choice

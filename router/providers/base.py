@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from router.errors import CostRouteError
 from router.outcome import ErrorKind
@@ -23,13 +24,23 @@ from router.providers.endpoint import Endpoint
 class Completion:
     """A successful attempt.
 
-    ``text`` is the whole answer (a stream's deltas joined). ``prompt_tokens`` and
-    ``completion_tokens`` are the provider's reported usage; ``0`` means the provider
-    did not report it (a stream without a usage chunk), so a driver that prices the
-    attempt should fall back to its own estimate when both are 0. ``model`` is the
-    model name the provider reported (else the endpoint's). ``latency_s`` is the wall
-    time of the whole attempt. ``raw_finish_reason`` is the provider's own word
-    (``"stop"``, ``"length"``, ``"end_turn"``, ``"max_tokens"``...) or ``None``.
+    ``text`` is the whole answer (a stream's deltas joined); ``""`` when the answer
+    is only tool calls. ``prompt_tokens`` and ``completion_tokens`` are the
+    provider's reported usage; ``0`` means the provider did not report it (a stream
+    without a usage chunk), so a driver that prices the attempt should fall back to
+    its own estimate when both are 0. ``model`` is the model name the provider
+    reported (else the endpoint's). ``latency_s`` is the wall time of the whole
+    attempt. ``raw_finish_reason`` is the provider's own word (``"stop"``,
+    ``"length"``, ``"tool_calls"``, ``"end_turn"``, ``"tool_use"``...) or ``None``.
+
+    ``request_id`` is the provider's id for this answer (OpenAI: the body's ``id``,
+    else the ``x-request-id`` header; Anthropic: the message ``id``, else the
+    ``request-id`` header), ``None`` if it sent none. ``tool_calls`` are the tool
+    calls the model asked for, in OpenAI format whatever the provider
+    (``[{"id", "type": "function", "function": {"name", "arguments": <JSON text>}}]``),
+    ``None`` if it asked for none. ``ttft_s`` is the time from sending the request to
+    the first content token (text or tool call) of a streamed answer; ``None`` when
+    the answer was not streamed.
     """
 
     text: str
@@ -38,6 +49,9 @@ class Completion:
     model: str
     latency_s: float
     raw_finish_reason: str | None
+    request_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    ttft_s: float | None = None
 
     def cost_usd(self, input_per_mtok: float, output_per_mtok: float) -> float:
         """What this completion cost at the model profile's prices (USD per million tokens)."""
@@ -128,18 +142,28 @@ class ModelProvider(ABC):
 
     Contract (every implementation; checked by ``tests/router/test_providers.py``):
 
-    * :meth:`complete` sends ``messages`` (``[{"role": ..., "content": ...}]``,
-      roles ``system``/``user``/``assistant``) and returns a :class:`Completion`,
-      or raises :class:`ProviderError` — never any other exception for a failure
-      of the provider, the network or the answer's shape. Third-party exceptions
-      are translated at the boundary (``raise ProviderError(...) from exc``).
-    * The WHOLE attempt — connect, request, waiting, reading, a stream to its end —
-      ends within ``timeout_s`` seconds; past it the attempt is abandoned and
-      :class:`ProviderError` of kind ``timeout`` raised.
-    * A partial answer is never a success: a stream cut short, stalled past the
-      endpoint's ``stall_timeout_s``, slower than its ``first_token_timeout_s`` to
-      start, or ending without its terminator raises (``timeout`` or
-      ``connection``).
+    * :meth:`complete` sends ``messages`` -- OpenAI chat format: roles
+      ``system``/``user``/``assistant``/``tool``, ``content`` a string or a list of
+      content parts, assistant ``tool_calls``, tool ``tool_call_id`` (see
+      :class:`~router.task.Task`) -- with the optional OpenAI ``tools`` and
+      ``tool_choice``, each mapped to the provider's own dialect, and returns a
+      :class:`Completion`, or raises :class:`ProviderError` -- never any other
+      exception for a failure of the provider, the network or the answer's shape.
+      Third-party exceptions are translated at the boundary (``raise
+      ProviderError(...) from exc``). Malformed arguments (messages, tools, timeout)
+      are the caller's bug: :class:`~router.errors.InputError`, before any I/O.
+    * The WHOLE attempt -- connect, request, waiting, reading, a stream to its end --
+      ends within ``timeout_s`` seconds; past it the attempt is abandoned.
+    * Timeouts say how far the answer got: ``first_token_timeout`` when nothing came
+      back in time (no response headers; when streaming, no first content token),
+      whether the endpoint's ``first_token_timeout_s``, a read timeout or the
+      attempt's deadline fired; ``timeout`` when the answer had started (a stream
+      stalled past the endpoint's ``stall_timeout_s``, a body read too slow, the
+      deadline after the headers or the first token).
+    * Connections: ``connect`` when none could be made (refused, DNS failure,
+      connect timeout), ``connection`` when an established one was reset or cut.
+    * A partial answer is never a success: a stream cut short, stalled, too slow to
+      start or ending without its terminator raises.
     * No retries here: one call is one attempt. Retrying, backoff and fallback are
       the routing policy's decisions, driven by :attr:`ProviderError.kind` and
       :attr:`ProviderError.retry_after_s`.
@@ -153,7 +177,14 @@ class ModelProvider(ABC):
     endpoint: Endpoint
 
     @abstractmethod
-    async def complete(self, messages: list[dict[str, str]], *, timeout_s: float) -> Completion:
+    async def complete(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        timeout_s: float,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> Completion:
         """One attempt; see the class docstring for the contract."""
 
     @abstractmethod

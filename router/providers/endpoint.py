@@ -33,12 +33,28 @@ class Endpoint(BaseModel):
     is added). For ``litellm`` it is passed as ``api_base``; an empty string leaves
     LiteLLM's default.
 
-    Timeouts (seconds): ``connect_timeout_s`` bounds the TCP/TLS connect;
-    ``read_timeout_s`` bounds each socket read (``None``: only the attempt's overall
-    deadline applies). When streaming, ``first_token_timeout_s`` bounds the time from
-    sending the request to the first content token and ``stall_timeout_s`` the gap
-    between two received lines of the stream. Whatever these say, an attempt never
-    outlives the ``timeout_s`` the driver passes to ``complete``.
+    Timeouts (seconds), and the :class:`~router.outcome.ErrorKind` each one gives:
+
+    * ``connect_timeout_s`` bounds the TCP/TLS connect -> ``connect`` (as do a refused
+      connection and a DNS failure).
+    * ``first_token_timeout_s`` bounds the time from sending the request to the
+      response headers and, when streaming, on to the first content token (text or
+      a tool call) -> ``first_token_timeout``. A server that accepts the request and
+      never answers costs exactly this long, streamed or not. (``None``: no such
+      bound; the attempt's deadline, or a read timeout, still fires with the same
+      kind while nothing has come back.)
+    * ``read_timeout_s`` bounds each socket read (``None``: only the attempt's
+      overall deadline applies) -> ``first_token_timeout`` while waiting for the
+      headers (streaming: the first token), ``timeout`` after.
+    * ``stall_timeout_s`` (streaming) bounds the gap between two received lines of
+      the stream -> ``timeout`` once the answer has started (before the first token,
+      without a ``first_token_timeout_s``, it also bounds that wait, as a
+      ``first_token_timeout``).
+
+    Whatever these say, an attempt never outlives the ``timeout_s`` the driver passes
+    to ``complete``; when that deadline fires the kind says how far the answer got:
+    ``first_token_timeout`` before the headers (streaming: the first token),
+    ``timeout`` after.
     """
 
     # hide_input_in_errors: pydantic would otherwise quote the rejected input, and a

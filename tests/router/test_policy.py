@@ -233,3 +233,126 @@ def test_cost_per_success_reported() -> None:
     drive(policy, Task("t1", "json"), prov, clock)  # a, a, then b: 0.04
     drive(policy, Task("t2", "json"), prov, clock)  # a: 0.01
     assert policy.cost_per_success == pytest.approx(0.05 / 2)
+
+
+def _with_route(**route_kw):
+    data = tiny_config().model_dump()
+    data["routes"]["json"].update(route_kw)
+    return config_from_dict(data)
+
+
+def test_first_token_timeout_and_refused_connection_fall_back_at_once() -> None:
+    for kind in ("first_token_timeout", "connect"):
+        res, prov, _ = route(scripts={"a": [kind], "b": ["ok"]})
+        assert [m for m, _ in prov.calls] == ["a", "b"], kind
+        assert res.model == "b"
+
+
+def test_retry_on_decides_which_kinds_retry_on_the_same_model() -> None:
+    res, prov, _ = route(scripts={"a": ["server_error", "ok"]})
+    assert [m for m, _ in prov.calls] == ["a", "a"]  # 5xx retries by default
+    cfg = _with_route(retry_on=["timeout"])
+    res, prov, _ = route(cfg, {"a": ["server_error"], "b": ["ok"]})
+    assert [m for m, _ in prov.calls] == ["a", "b"] and res.model == "b"
+    cfg = _with_route(retry_on=["first_token_timeout"])
+    res, prov, _ = route(cfg, {"a": ["first_token_timeout", "ok"]})
+    assert [m for m, _ in prov.calls] == ["a", "a"] and res.model == "a"
+
+
+def test_retry_after_on_503_is_honoured() -> None:
+    policy = RoutingPolicy(tiny_config(), seed=0)
+    run = policy.start(Task("t", "json"), 0.0)
+    call = run.next_action(0.0)
+    action = run.record(Outcome(ErrorKind.SERVER_ERROR, 0.1, retry_after_s=3.0), 0.1)
+    assert isinstance(call, Call) and isinstance(action, Wait) and action.seconds >= 3.0
+
+
+def test_a_wrong_answer_is_retried_without_backoff_and_never_trips_the_breaker() -> None:
+    cfg = _with_route(attempts_per_model=10)
+    policy = RoutingPolicy(cfg, seed=0)
+    run = policy.start(Task("t", "json"), 0.0)
+    run.next_action(0.0)
+    now = 0.0
+    for _ in range(9):
+        now += 0.1
+        action = run.record(Outcome(ErrorKind.VALIDATION, 0.1), now)
+        assert isinstance(action, Wait) and action.seconds == 0.0
+        action = run.next_action(now)
+        assert isinstance(action, Call) and action.model == "a"
+    assert policy.breakers[policy.model_index["a"]].state == "closed"
+    st = policy.route_stats[("json", "a")]
+    assert st.q_n == pytest.approx(sum(0.995**i for i in range(9)))
+
+
+def test_min_observed_completion_skips_for_quality_then_readmits() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"].update(min_observed_completion=0.5, attempts_per_model=1)
+    data["quality"] = {"prior_weight": 2, "min_observations": 5, "window": 100, "cooldown_s": 60}
+    cfg = config_from_dict(data)
+    policy = RoutingPolicy(cfg, seed=0)
+    clock = FakeClock()
+    bad = ScriptedProvider({"a": ["validation"] * 5})
+    for i in range(5):
+        drive(policy, Task(f"w{i}", "json"), bad, clock)
+    assert policy.observed_completion("json", "a") < 0.5
+    res = drive(policy, Task("q", "json"), ScriptedProvider({}), clock)
+    assert res.skips == [("p", "preview"), ("a", "quality")] and res.model == "b"
+    clock.advance(59.0)
+    res = drive(policy, Task("q2", "json"), ScriptedProvider({}), clock)
+    assert ("a", "quality") in res.skips
+    clock.advance(1.0)  # the cool-down is over: a's estimate is forgotten, it is tried
+    res = drive(policy, Task("q3", "json"), ScriptedProvider({}), clock)
+    assert res.model == "a" and res.skips == [("p", "preview")]
+    assert policy.observed_completion("json", "a") is None  # 1 observation < 5
+
+
+def test_score_ordering_uses_observed_completion_once_there_are_enough() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"].update(ordering="score", attempts_per_model=1)
+    data["quality"] = {"min_observations": 3, "prior_weight": 1}
+    cfg = config_from_dict(data)
+    policy = RoutingPolicy(cfg, seed=0)
+    before = policy.scores("json", ["a", "b"])
+    assert before["a"] > before["b"]  # 0.9/$0.01/0.5 s beats 0.8/$0.02/0.8 s
+    clock = FakeClock()
+    for i in range(6):  # a answers wrongly on this route, b is called and succeeds
+        drive(policy, Task(f"s{i}", "json"), ScriptedProvider({"a": ["validation"]}), clock)
+    after = policy.scores("json", ["a", "b"])
+    assert after["a"] < after["b"]
+    res = drive(policy, Task("next", "json"), ScriptedProvider({}), clock)
+    assert res.model == "b" and res.attempts[0].model == "b"
+
+
+def test_abort_gives_back_the_hold_and_the_probe_slot() -> None:
+    data = tiny_config().model_dump()
+    data["breaker"] = {"consecutive_failures": 1, "min_requests": 1, "window": 1}
+    cfg = config_from_dict(data)
+    policy = RoutingPolicy(cfg, seed=0)
+    a = policy.model_index["a"]
+    run = policy.start(Task("t", "json"), 0.0)
+    run.next_action(0.0)
+    run.record(Outcome(ErrorKind.SERVER_ERROR, 0.1), 0.1)  # trips a's breaker
+    breaker = policy.breakers[a]
+    t = breaker.open_until
+    probe_run = policy.start(Task("probe", "json"), t)
+    call = probe_run.next_action(t)
+    assert call.model == "a" and breaker.probes_in_flight == 1
+    assert policy.ledger.reserved_total > 0
+    result = probe_run.abort(t + 1.0, "cancelled")
+    assert result.error == "cancelled" and not result.success
+    assert result.attempts[-1].kind == "cancelled" and result.cost_usd == 0.0
+    assert breaker.probes_in_flight == 0 and breaker.allows(t + 1.0)
+    assert policy.ledger.reserved_total == 0.0 and policy.ledger.holds == {}
+    assert probe_run.abort(t + 2.0) is result  # idempotent
+
+
+def test_a_timeout_cut_short_by_the_task_deadline_does_not_count() -> None:
+    data = tiny_config().model_dump()
+    data["routes"]["json"].update(max_latency_ms=1000, attempt_timeout_ms=5000)
+    data["breaker"] = {"consecutive_failures": 1, "min_requests": 1, "window": 1}
+    policy = RoutingPolicy(config_from_dict(data), seed=0)
+    run = policy.start(Task("t", "json"), 0.0)
+    call = run.next_action(0.0)
+    assert call.timeout_s == pytest.approx(1.0)  # clamped to the SLA
+    run.record(Outcome(ErrorKind.TIMEOUT, 1.0), 1.0)
+    assert policy.breakers[policy.model_index["a"]].state == "closed"

@@ -243,29 +243,44 @@ def test_429_retry_after_ms_wins_and_bad_values_are_ignored() -> None:
 # -- transport failures -----------------------------------------------------------------
 
 
-def test_hang_times_out_within_the_attempt_deadline(flavour: Flavour) -> None:
+def test_hang_is_a_first_token_timeout_at_the_attempt_deadline(flavour: Flavour) -> None:
     with ScriptedServer(Hang()) as server:
         started = time.perf_counter()
         err = fail(flavour.endpoint(server), timeout_s=0.5)
         elapsed = time.perf_counter() - started
-    assert err.kind is ErrorKind.TIMEOUT
+    assert err.kind is ErrorKind.FIRST_TOKEN_TIMEOUT and "response headers" in err.detail
     assert 0.45 <= elapsed < 0.5 + SLACK_S
 
 
-def test_read_timeout_is_timeout() -> None:
+def test_read_timeout_before_headers_is_first_token_timeout() -> None:
     with ScriptedServer(Json(openai_completion(), delay_s=2.0)) as server:
         started = time.perf_counter()
         err = fail(OPENAI.endpoint(server, read_timeout_s=0.2), timeout_s=5)
         assert time.perf_counter() - started < 0.2 + SLACK_S
+    assert err.kind is ErrorKind.FIRST_TOKEN_TIMEOUT and "ReadTimeout" in err.detail
+
+
+def test_read_timeout_after_headers_is_timeout(flavour: Flavour) -> None:
+    with ScriptedServer(Json(flavour.ok_body(), body_delay_s=2.0)) as server:
+        started = time.perf_counter()
+        err = fail(flavour.endpoint(server, read_timeout_s=0.2), timeout_s=5)
+        assert time.perf_counter() - started < 0.2 + SLACK_S
     assert err.kind is ErrorKind.TIMEOUT and "ReadTimeout" in err.detail
 
 
-def test_connection_refused_is_connection() -> None:
+def test_deadline_after_headers_is_timeout(flavour: Flavour) -> None:
+    with ScriptedServer(Json(flavour.ok_body(), body_delay_s=2.0)) as server:
+        err = fail(flavour.endpoint(server, first_token_timeout_s=0.2), timeout_s=0.5)
+    assert err.kind is ErrorKind.TIMEOUT and "started" in err.detail
+
+
+def test_connection_refused_is_connect() -> None:
     with socket.socket() as sock:  # a port that was free a moment ago: nobody listens
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     endpoint = Endpoint(base_url=f"http://127.0.0.1:{port}/v1", model="m", api_key_env=KEY_ENV)
-    assert fail(endpoint).kind is ErrorKind.CONNECTION
+    err = fail(endpoint)
+    assert err.kind is ErrorKind.CONNECT and "ConnectError" in err.detail
 
 
 def test_reset_mid_body_is_connection(flavour: Flavour) -> None:
@@ -303,7 +318,9 @@ def test_openai_wrong_shape_is_malformed(body: Any) -> None:
         {"type": "message"},
         {"content": "text, not blocks"},
         {"content": [{"type": "text", "text": None}]},
-        {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": {}}]},
+        {"content": [{"type": "thinking", "thinking": "hmm", "signature": "s"}]},
+        {"content": [{"type": "tool_use", "id": "t", "name": "f", "input": "not an object"}]},
+        {"content": [{"type": "tool_use", "name": "f", "input": {}}]},
     ],
 )
 def test_anthropic_wrong_shape_is_malformed(body: Any) -> None:
@@ -367,7 +384,7 @@ def test_stream_stall_is_timeout(flavour: Flavour) -> None:
     assert elapsed < 0.3 + SLACK_S
 
 
-def test_stream_late_first_token_is_timeout(flavour: Flavour) -> None:
+def test_stream_late_first_token_is_first_token_timeout(flavour: Flavour) -> None:
     events = flavour.stream(("SELECT 1",))
     # The role/message_start event arrives at once; the first token never in time.
     events[1] = replace(events[1], delay_s=2.0)
@@ -378,14 +395,14 @@ def test_stream_late_first_token_is_timeout(flavour: Flavour) -> None:
         )
         err = fail(endpoint, timeout_s=5)
         elapsed = time.perf_counter() - started
-    assert err.kind is ErrorKind.TIMEOUT and "first token" in err.detail
+    assert err.kind is ErrorKind.FIRST_TOKEN_TIMEOUT and "first token" in err.detail
     assert elapsed < 0.3 + SLACK_S
 
 
-def test_stream_headers_later_than_first_token_timeout_is_timeout() -> None:
+def test_stream_headers_later_than_first_token_timeout_is_first_token_timeout() -> None:
     with ScriptedServer(SSE(openai_stream(), delay_s=2.0)) as server:
         err = fail(OPENAI.endpoint(server, stream=True, first_token_timeout_s=0.3), timeout_s=5)
-    assert err.kind is ErrorKind.TIMEOUT and "first-token" in err.detail
+    assert err.kind is ErrorKind.FIRST_TOKEN_TIMEOUT and "first-token" in err.detail
 
 
 def test_slow_drip_stream_obeys_the_whole_attempt_deadline(flavour: Flavour) -> None:
@@ -581,7 +598,7 @@ def _fake_litellm(behaviour: Callable[[dict[str, Any]], Any]) -> types.ModuleTyp
     ("name", "kind"),
     [
         ("RateLimitError", ErrorKind.RATE_LIMITED),
-        ("Timeout", ErrorKind.TIMEOUT),
+        ("Timeout", ErrorKind.FIRST_TOKEN_TIMEOUT),  # non-streamed: nothing came back
         ("APIConnectionError", ErrorKind.CONNECTION),
         ("BadRequestError", ErrorKind.BAD_REQUEST),
         ("ContextWindowExceededError", ErrorKind.CONTEXT_LENGTH),
@@ -629,7 +646,7 @@ def test_litellm_success_and_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     with pytest.raises(ProviderError) as info:
         asyncio.run(hang())
-    assert info.value.kind is ErrorKind.TIMEOUT
+    assert info.value.kind is ErrorKind.FIRST_TOKEN_TIMEOUT
 
 
 def test_litellm_missing_gives_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -84,6 +84,8 @@ def test_records_round_trip_through_json(tmp_path: Path) -> None:
         "success": True,
         "cost_usd": 0.0012,
         "error_kind": None,
+        "provider_model": None,
+        "request_id": None,
     }
     # Overrides win; the task type is resolved by the classifier when not given.
     assert second["task_type"] == "regex"
@@ -139,6 +141,8 @@ def test_payload_absent_unless_asked_and_nothing_outside_the_whitelist(tmp_path:
         ({"prompt_tokens": -1}, "trace record: prompt_tokens must be an integer >= 0"),
         ({"completion_tokens": 2.5}, "trace record: completion_tokens must be an integer >= 0"),
         ({"arrival_s": float("nan")}, "trace record: arrival_s must be a finite number"),
+        ({"provider_model": 3}, "trace record: provider_model must be a string or null"),
+        ({"request_id": b"id"}, "trace record: request_id must be a string or null"),
     ],
 )
 def test_bad_values_raise_and_write_nothing(
@@ -344,3 +348,60 @@ def test_recording_from_asyncio_tasks(tmp_path: Path) -> None:
     complete, partial = _split(path)
     assert partial == b""
     assert len({json.loads(line)["task_id"] for line in complete}) == 200
+
+
+def test_measured_usage_provider_model_and_request_id_are_written(tmp_path: Path) -> None:
+    path = tmp_path / "measured.ndjson"
+    with TraceRecorder(path) as rec:
+        row = _ok(
+            rec,
+            _task(4),  # estimates: 104 prompt, 20 completion tokens
+            prompt_tokens=1234,
+            completion_tokens=56,
+            provider_model="gpt-4o-mini-2024-07-18",
+            request_id="chatcmpl-abc123",
+        )
+    written = json.loads(path.read_bytes())
+    assert written == row
+    assert (written["prompt_tokens"], written["completion_tokens"]) == (1234, 56)
+    assert written["provider_model"] == "gpt-4o-mini-2024-07-18"
+    assert written["request_id"] == "chatcmpl-abc123"
+    assert tuple(written) == TRACE_COLUMNS
+
+
+def test_a_conversation_task_records_no_messages_unless_payloads_are_asked(
+    tmp_path: Path,
+) -> None:
+    conversation = [
+        {"role": "system", "content": "You are a coding agent. KEY sk-live-SECRET"},
+        {"role": "user", "content": "Write a regex for ISO dates"},
+        {"role": "assistant", "content": "SECRET-ANSWER"},
+        {"role": "user", "content": [{"type": "text", "text": "Now a SQL query, please"}]},
+    ]
+    tools = [{"type": "function", "function": {"name": "SECRET_TOOL", "parameters": {}}}]
+    task = Task("c1", messages=conversation, tools=tools, tool_choice="auto")
+    plain = tmp_path / "plain.ndjson"
+    with TraceRecorder(plain) as rec:
+        row = _ok(rec, task)
+    assert row["task_type"] == "sql"  # classified from the last user message
+    assert b"SECRET" not in plain.read_bytes() and "payload" not in row
+
+    with_payload = tmp_path / "payload.ndjson"
+    with TraceRecorder(with_payload, record_payload=True) as rec:
+        row = _ok(rec, task)
+    # The prompt text is the last user message; the rest of the conversation is not.
+    assert row["payload"] == "Now a SQL query, please"
+    assert b"SECRET" not in with_payload.read_bytes()
+
+
+def test_recorded_trace_with_extra_columns_reads_back_with_the_trace_reader(
+    tmp_path: Path,
+) -> None:
+    trace = pytest.importorskip("sim.trace")
+    path = tmp_path / "rec.ndjson"
+    with TraceRecorder(path) as rec:
+        _ok(rec, _task(1))  # provider_model/request_id null on the first line
+        _ok(rec, _task(2), provider_model="claude-x-20250101", request_id="msg_01")
+    frame = trace.read_trace(path)
+    assert frame.get_column("provider_model").to_list() == [None, "claude-x-20250101"]
+    assert frame.get_column("request_id").to_list() == [None, "msg_01"]

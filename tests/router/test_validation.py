@@ -18,6 +18,7 @@ from router.validation import (
     PatchError,
     Validation,
     Validator,
+    check_spec,
     get_validator,
     register_validator,
     registered_task_types,
@@ -660,7 +661,10 @@ def test_bug_patch_missing_command_is_a_failure() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ({}, "spec['source'] for task type 'bug_patch' must be text or a {path: text} mapping"),
+        (
+            {"test_command": ["pytest"]},
+            "spec['source'] for task type 'bug_patch' must be text or a {path: text} mapping",
+        ),
         (
             {"source": {"/etc/passwd": "x"}},
             "spec['source'] for task type 'bug_patch' must be keyed by relative paths",
@@ -819,6 +823,166 @@ def test_register_custom_validator_and_refuse_silent_override() -> None:
         validation._REGISTRY.pop("shout", None)
 
 
+# ---------------------------------------------------------------------------------------
+# check_spec: the spec is judged before any answer exists
+
+
+@pytest.mark.parametrize(
+    ("task_type", "spec", "message"),
+    [
+        (
+            "json",
+            {"schema": "object"},
+            "spec['schema'] for task type 'json' must be a JSON Schema object, got str 'object'",
+        ),
+        (
+            "json",
+            {"schema": {"type": "integr"}},
+            "spec['schema'] for task type 'json' is not a valid JSON Schema: $.type: 'integr' "
+            "is not valid under any of the given schemas",
+        ),
+        ("json", ["schema"], "spec for task type 'json' must be a mapping, got list"),
+        (
+            "regex",
+            {"mode": "match"},
+            "spec['mode'] for task type 'regex' must be 'fullmatch' or 'search', got str 'match'",
+        ),
+        (
+            "regex",
+            {"matches": "abc"},
+            "spec['matches'] for task type 'regex' must be a list of strings, got str 'abc'",
+        ),
+        (
+            "regex",
+            {"timeout_s": 0},
+            "spec['timeout_s'] for task type 'regex' must be a positive number of seconds, "
+            "got int '0'",
+        ),
+        (
+            "sql",
+            {"dialect": "nosuchdb"},
+            "spec['dialect'] for task type 'sql': unknown dialect 'nosuchdb'",
+        ),
+        (
+            "sql",
+            {"max_rows": 0},
+            "spec['max_rows'] for task type 'sql' must be a positive integer, got int '0'",
+        ),
+        (
+            "sql",
+            {"allow_writes": "yes"},
+            "spec['allow_writes'] for task type 'sql' must be true or false, got str 'yes'",
+        ),
+        (
+            "sql",
+            {"expected_rows": [[1]]},
+            "spec['expected_rows'] for task type 'sql' needs spec['sqlite_schema']",
+        ),
+        (
+            "sql",
+            {"sqlite_schema": 5},
+            "spec['sqlite_schema'] for task type 'sql' must be a string of SQL, got int '5'",
+        ),
+        (
+            "bug_patch",
+            {"test_command": ["pytest"]},  # tests to run, but nothing to patch
+            "spec['source'] for task type 'bug_patch' must be text or a {path: text} mapping, "
+            "got NoneType 'None'",
+        ),
+        (
+            "bug_patch",
+            {"source": {"a.py": 1}},
+            "spec['source']['a.py'] for task type 'bug_patch' must be text, got int",
+        ),
+        (
+            "bug_patch",
+            {"source": CALC, "max_memory_mb": 0},
+            "spec['max_memory_mb'] for task type 'bug_patch' must be a positive integer, "
+            "got int '0'",
+        ),
+        (
+            "bug_patch",
+            {"source": CALC, "test_command": "pytest -q"},
+            "spec['test_command'] for task type 'bug_patch' must be a non-empty argv list, "
+            "got str 'pytest -q'",
+        ),
+        (
+            "error_handling",
+            {"must_handle": "ValueError"},
+            "spec['must_handle'] for task type 'error_handling' must be a list of strings, "
+            "got str 'ValueError'",
+        ),
+    ],
+)
+def test_check_spec_rejects_a_malformed_spec_as_validation_would(
+    task_type: str, spec: Any, message: str
+) -> None:
+    task = Task("t", task_type=task_type, spec=spec)
+    with pytest.raises(InputError) as info:
+        check_spec(task)
+    assert str(info.value) == message
+    # The same error validate_task raises -- after a model was paid for.
+    with pytest.raises(InputError) as later:
+        validate_task(task, "anything")
+    assert str(later.value) == message
+
+
+@pytest.mark.parametrize(
+    ("task_type", "spec"),
+    [
+        ("json", {"schema": ITEMS_SCHEMA, "prompt_hint": "unknown keys are ignored"}),
+        ("json", None),
+        ("regex", {**PHONE, "mode": "search", "timeout_s": 1}),
+        ("regex", None),
+        (
+            "sql",
+            {
+                "dialect": "postgres",
+                "sqlite_schema": SCHEMA,
+                "expected_rows": [["ada"]],
+                "ordered": True,
+                "max_rows": 5,
+            },
+        ),
+        ("sql", None),
+        (
+            "bug_patch",
+            {
+                "source": SOURCES,
+                "test_command": ["pytest", "-q"],
+                "timeout_s": 30,
+                "env": {"CI": "1"},
+                "max_memory_mb": 2048,
+            },
+        ),
+        ("bug_patch", {"source": CALC, "path": "calc.py", "allow_offset": False}),
+        ("error_handling", {"must_handle": ["KeyError"]}),
+        ("error_handling", None),
+        ("unknown", {"anything": object()}),  # no validator: nothing to check
+        ("no-such-type", ["not even a mapping"]),
+    ],
+)
+def test_check_spec_accepts_a_good_spec(task_type: str, spec: Any) -> None:
+    assert check_spec(Task("t", task_type=task_type, spec=spec)) is None
+
+
+def test_check_spec_uses_the_classified_type() -> None:
+    with pytest.raises(InputError) as info:
+        check_spec(Task("t", payload="Write a regex for dates", spec={"mode": "match"}))
+    assert str(info.value).startswith("spec['mode'] for task type 'regex'")
+    check_spec(Task("t", payload="Say hello", spec={"mode": "match"}))  # unknown: passes
+
+
+def test_check_spec_runs_nothing(tmp_path: Any) -> None:
+    # Neither the SQL nor the test command runs: only running them could tell if they
+    # work, and check_spec must be cheap and safe on an event loop.
+    marker = tmp_path / "ran"
+    check_spec(Task("s", task_type="sql", spec={"sqlite_schema": "CREATE TABLE (;"}))
+    command = _run_tests(f"import pathlib; pathlib.Path({str(marker)!r}).touch()")
+    check_spec(Task("b", task_type="bug_patch", spec={"source": SOURCES, "test_command": command}))
+    assert not marker.exists()
+
+
 # Specs that never start a subprocess or a database, so the fuzzing stays fast.
 _FUZZ_SPECS: dict[str, dict[str, Any]] = {
     "json": {"schema": ITEMS_SCHEMA},
@@ -860,3 +1024,9 @@ def test_garbage_never_raises(task_type: str, output: str) -> None:
     assert "\n" not in result.reason
     assert result.ok or result.reason.startswith(f"{task_type}: ")
     assert not result.reason.startswith(f"{task_type}: validator error")
+
+
+def test_bug_patch_without_a_source_is_accepted_unvalidated() -> None:
+    """An agent's bug fix through the gateway carries no source to apply it to."""
+    assert validate("bug_patch", "any answer at all", {}).ok
+    assert validate("bug_patch", "any answer at all", None).ok

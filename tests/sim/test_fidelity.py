@@ -51,7 +51,9 @@ def test_twin_config_scales_every_duration_and_points_at_the_twin() -> None:
     assert json_route.attempt_timeout_ms == pytest.approx(150.0)
     assert json_route.backoff.base_s == pytest.approx(0.0125)
     assert json_route.backoff.cap_s == pytest.approx(0.4)
-    assert scaled.breaker.open_base_s == pytest.approx(1.5)
+    assert scaled.breaker.open_base_s == pytest.approx(1.4)
+    assert scaled.breaker.reprobe_s == pytest.approx(0.6)
+    assert scaled.health.latency_cooldown_s == pytest.approx(3.0)
     assert scaled.breaker.open_cap_s == pytest.approx(30.0)
     assert grok.avg_latency_ms == pytest.approx(72.5)
     assert grok.endpoint is not None

@@ -313,7 +313,7 @@ def route_every_type(url: str) -> list[TaskResult | RoutingError]:
                 spec = {"source": "x = 1\n"} if task_type == "bug_patch" else None
                 task = Task(f"t{i}", task_type, f"{twin_tag(i, task_type)} do it", spec=spec)
                 try:
-                    out.append(await router.route(task))
+                    out.append(await router.route(task, raise_on_failure=True))
                 except RoutingError as exc:
                     out.append(exc)
         return out
