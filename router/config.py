@@ -57,6 +57,14 @@ class ModelProfile(_Strict):
     avg_latency_ms: PositiveFloat | None = None
     p95_latency_ms: PositiveFloat | None = None
     status: Literal["stable", "preview", "deprecated"] = "stable"
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Most prompt tokens the model accepts; a task whose prompt_tokens exceed it is "
+            "skipped with reason 'context' (None: no limit known)."
+        ),
+    )
     tags: list[str] = Field(default_factory=list)
     endpoint: Endpoint | None = None
     note: str | None = None

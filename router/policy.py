@@ -21,7 +21,8 @@ Rules a run follows, for each candidate of its route in order (written chain
 order, or score order):
 
 1. *Filters* skip a candidate with a reason: ``preview``/``deprecated`` (only in
-   production), ``cost`` (the attempt's estimate would take the task past
+   production), ``context`` (the task's prompt_tokens exceed the model's
+   ``context_window``), ``cost`` (the attempt's estimate would take the task past
    ``max_cost_per_task``), ``latency`` (expected latency — the EWMA observed on
    this route once there is one, else the profile's — above ``max_latency_ms``;
    an observed exclusion lasts ``health.latency_cooldown_s``, then the estimate
@@ -100,6 +101,7 @@ class _Model:
         "latency_s",
         "completion",
         "completion_by_type",
+        "context_window",
     )
 
     def __init__(self, index: int, profile) -> None:  # noqa: ANN001 - ModelProfile
@@ -115,6 +117,8 @@ class _Model:
         self.latency_s = profile.avg_latency_ms / 1000.0 if profile.avg_latency_ms else None
         self.completion = profile.completion_rate
         self.completion_by_type = dict(profile.completion_by_type)
+        # No known window: never skip for context (a huge number keeps the check cheap).
+        self.context_window = profile.context_window or (1 << 62)
 
     def estimate(self, prompt_tokens: int, completion_tokens: int) -> float:
         if self.in_price is not None:
@@ -445,7 +449,9 @@ class TaskRun:
                         st.latency_hold_until = 0.0
                 expected = ewma if ewma is not None else m.latency_s
                 remaining = deadline - now
-                if self.spent + est > plan.max_cost + 1e-12:
+                if task.prompt_tokens > m.context_window:
+                    reason = "context"
+                elif self.spent + est > plan.max_cost + 1e-12:
                     reason = "cost"
                 elif expected is not None and (
                     expected > max_latency or (ewma is not None and ewma >= max_latency)

@@ -77,7 +77,7 @@ class TaskResult:
 
     ``success`` and ``model`` (the model that completed it, or ``None``);
     ``attempts`` every call made, in order; ``skips`` every candidate passed over
-    as ``(model, reason)`` with reasons ``preview``, ``deprecated``, ``cost``,
+    as ``(model, reason)`` with reasons ``preview``, ``deprecated``, ``context``, ``cost``,
     ``latency``, ``breaker_open``, ``budget`` or ``deadline``; ``error`` why a
     failed task failed: ``exhausted`` (every candidate tried or skipped),
     ``no_candidate`` (all skipped, none called), ``deadline``,

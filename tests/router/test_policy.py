@@ -356,3 +356,13 @@ def test_a_timeout_cut_short_by_the_task_deadline_does_not_count() -> None:
     assert call.timeout_s == pytest.approx(1.0)  # clamped to the SLA
     run.record(Outcome(ErrorKind.TIMEOUT, 1.0), 1.0)
     assert policy.breakers[policy.model_index["a"]].state == "closed"
+
+
+def test_a_prompt_larger_than_the_context_window_skips_the_model() -> None:
+    data = tiny_config().model_dump()
+    data["models"][0]["context_window"] = 8_000
+    cfg = config_from_dict(data)
+    res, prov, _ = route(cfg, task=Task("big", "json", prompt_tokens=8_001))
+    assert res.skips == [("p", "preview"), ("a", "context")] and res.model == "b"
+    res, prov, _ = route(cfg, task=Task("fits", "json", prompt_tokens=8_000))
+    assert res.model == "a"
