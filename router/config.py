@@ -129,6 +129,16 @@ class Route(_Strict):
             "quality.cooldown_s so that the estimate can recover."
         ),
     )
+    buffer: bool = Field(
+        default=False,
+        description=(
+            "Gateway only (`costroute serve`): wait for a model's whole answer and validate "
+            "it for the task type before sending any of it, so that a wrong answer can still "
+            "be retried or fall back, streamed requests included (for structured task types "
+            "such as JSON or SQL). Unbuffered routes stream as the answer arrives and are not "
+            "validated."
+        ),
+    )
 
     @model_validator(mode="after")
     def _chain_is_unique(self) -> Route:

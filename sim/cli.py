@@ -10,8 +10,9 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +23,9 @@ from router.errors import fail_cli, run_cli
 from sim.results import SCALAR_KEYS
 from sim.scenario import Scenario, load_scenario, load_seed_scenario
 
+if TYPE_CHECKING:
+    import polars as pl
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -30,12 +34,98 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _config(path: Path | None) -> RouterConfig:
-    return load_config(path) if path else load_seed_config()
+#: Where a user gets files to edit, quoted in hints.
+INIT_HINT = "`sim init DIR` writes editable copies of the seed config and scenario"
+
+#: Library argument names -> the CLI flags that set them (messages name the flag).
+_FLAGS = {
+    "n_tasks": "--tasks",
+    "duration_s": "--duration-s",
+    "rate_per_s": "--rate",
+    "arrival": "--arrival",
+    "mix": "--mix",
+    "seed": "--seed",
+    "limit": "--limit",
+    "replications": "--replications",
+}
+
+
+def _flag_names(message: str) -> str:
+    """``message`` with a leading library argument name replaced by its CLI flag."""
+    name, sep, rest = message.partition(":")
+    base = name.split("[", 1)[0]
+    if sep and base in _FLAGS:
+        return f"{_FLAGS[base]}{name[len(base) :]}{sep}{rest}"
+    return message
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("costroute")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            text = "unknown (not installed)"
+        sys.stdout.write(f"sim (costroute) {text}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            metavar="",
+            help="Print the costroute version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Replay task traces against a SimPy twin of your LLM providers."""
+
+
+def _config(path: Path | None, flag: str = "--config") -> RouterConfig:
+    if path is None:
+        return load_seed_config()
+    if not path.exists():
+        raise InputError(f"{flag}: {path}: no such file; {INIT_HINT}")
+    return load_config(path)
 
 
 def _scenario(path: Path | None) -> Scenario:
-    return load_scenario(path) if path else load_seed_scenario()
+    if path is None:
+        return load_seed_scenario()
+    if not path.exists():
+        raise InputError(f"--scenario: {path}: no such file; {INIT_HINT}")
+    return load_scenario(path)
+
+
+def _check_pair(
+    cfg: RouterConfig, scn: Scenario, config: Path | None, scenario: Path | None
+) -> None:
+    """Refuse a config whose models the scenario cannot simulate; warn on prices."""
+    from sim.consistency import missing_models, price_warning
+
+    missing = missing_models(cfg, scn)
+    scn_name = str(scenario) if scenario else "the seed scenario"
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise InputError(
+            f"--scenario: {scn_name} has no model {shown} of the config "
+            f"(it has: {', '.join(scn.models)}); pass --scenario with a scenario that "
+            f"models every config model ({INIT_HINT})"
+        )
+    warning = price_warning(
+        cfg,
+        scn,
+        config_name=str(config) if config else "the seed config",
+        scenario_name=scn_name,
+    )
+    if warning:
+        sys.stderr.write(warning + "\n")
 
 
 def _parse_mix(text: str | None) -> dict[str, float] | None:
@@ -118,17 +208,27 @@ def replay(
     seed: Annotated[int, typer.Option(help="Base seed; replication r uses seed + r.")] = 0,
     replications: Annotated[int, typer.Option(min=1, help="Seeds to replicate over.")] = 1,
     out: Annotated[
-        Path | None, typer.Option(help="Directory for tasks.parquet, summary.json, PNGs.")
+        Path | None,
+        typer.Option(
+            help="Directory for tasks.parquet, summary.json, PNGs: new, empty, or an "
+            "earlier --out (which is replaced)."
+        ),
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print only the summary JSON.")] = False,
+    json_: Annotated[
+        bool, typer.Option("--json/--no-json", metavar="", help="Print only the summary JSON.")
+    ] = False,
 ) -> None:
     """Replay traces with the router's own policy; print the summary."""
+    from sim.outdir import check_out_dir
     from sim.replay import dump_summary, load_traces
     from sim.replay import replay as run_replay
 
     try:
+        if out is not None:
+            check_out_dir(out, flag="--out")  # before any work: refuse a foreign directory
         cfg = _config(config)
         scn = _scenario(scenario)
+        _check_pair(cfg, scn, config, scenario)
         traces = load_traces(paths)
         total = sum(len(c.task_ids) for _, c in traces) * replications
         bar = _LazyProgress(total, quiet=json_)
@@ -146,6 +246,10 @@ def replay(
             bar.close()
     except InputError as exc:
         fail_cli(str(exc))
+    except OSError as exc:
+        if out is None:
+            raise
+        fail_cli(f"--out: {out}: cannot write: {exc.strerror or exc}")
     if json_:
         sys.stdout.write(dump_summary(report.summary))
     else:
@@ -160,19 +264,25 @@ def compare(
     scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
     seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
     replications: Annotated[int, typer.Option(min=2, help="Paired seeds.")] = 5,
-    json_: Annotated[bool, typer.Option("--json", help="Print only the comparison JSON.")] = False,
+    json_: Annotated[
+        bool,
+        typer.Option("--json/--no-json", metavar="", help="Print only the comparison JSON."),
+    ] = False,
 ) -> None:
     """Run A and B on the same seeds; report B − A per metric with its 95% CI."""
     from sim.replay import compare as run_compare
     from sim.replay import load_traces
 
     try:
-        a, b = load_config(config_a), load_config(config_b)
+        a, b = _config(config_a, "CONFIG_A"), _config(config_b, "CONFIG_B")
+        scn = _scenario(scenario)
+        _check_pair(a, scn, config_a, scenario)
+        _check_pair(b, scn, config_b, scenario)
         result = run_compare(
             a,
             b,
             load_traces(paths),
-            scenario=_scenario(scenario),
+            scenario=scn,
             seed=seed,
             replications=replications,
         )
@@ -209,8 +319,9 @@ def synth(
 ) -> None:
     """Write a synthetic trace (seeded; same seed, same bytes)."""
     from sim.synth import synthesize
-    from sim.trace import write_trace
 
+    if tasks is None and duration_s is None:
+        fail_cli("--tasks or --duration-s is required (e.g. --tasks 1000, or --duration-s 86400)")
     if arrival not in ("poisson", "bursty", "diurnal"):
         fail_cli(f"--arrival: expected poisson, bursty or diurnal, got {arrival!r}")
     try:
@@ -222,10 +333,21 @@ def synth(
             mix=_parse_mix(mix),
             seed=seed,
         )
-        write_trace(df, out)
+        _write_trace_file(df, out)
     except InputError as exc:
-        fail_cli(str(exc))
+        fail_cli(_flag_names(str(exc)))
     err.print(f"wrote {df.height:,} tasks to {out}")
+
+
+def _write_trace_file(df: pl.DataFrame, out: Path) -> None:
+    """Write a trace, creating its directory; OS errors become one-line input errors."""
+    from sim.trace import write_trace
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_trace(df, out)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write: {exc.strerror or exc}") from None
 
 
 @app.command("import-azure")
@@ -233,18 +355,17 @@ def import_azure_cmd(
     csv: Annotated[Path, typer.Argument(help="AzureLLMInferenceTrace_*.csv")],
     out: Annotated[Path, typer.Argument(help="Output trace file.")],
     seed: Annotated[int, typer.Option(help="Seed of the task-type draw.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Keep the first N requests.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Keep the first N requests.")] = None,
     mix: Annotated[str | None, typer.Option(help="Task-type mix, e.g. json=3,sql=1.")] = None,
 ) -> None:
     """Convert the public Azure LLM inference trace to the trace schema."""
     from sim.azure import import_azure
-    from sim.trace import write_trace
 
     try:
         df = import_azure(csv, seed=seed, limit=limit, mix=_parse_mix(mix))
-        write_trace(df, out)
+        _write_trace_file(df, out)
     except InputError as exc:
-        fail_cli(str(exc))
+        fail_cli(_flag_names(str(exc)))
     err.print(f"wrote {df.height:,} tasks to {out}")
 
 
@@ -255,18 +376,47 @@ def init(
     """Write editable copies of the seed config and seed scenario."""
     from importlib import resources
 
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for src, name in (
-        (seed_config_path(), "router.yaml"),
-        (Path(str(resources.files("sim") / "data" / "seed_scenario.yaml")), "scenario.yaml"),
-    ):
-        dest = directory / name
+    sources = (
+        (seed_config_path(), directory / "router.yaml"),
+        (
+            Path(str(resources.files("sim") / "data" / "seed_scenario.yaml")),
+            directory / "scenario.yaml",
+        ),
+    )
+    for _, dest in sources:
         if dest.exists():
-            fail_cli(f"{dest}: already exists; not overwriting it")
-        shutil.copyfile(src, dest)
-        written.append(str(dest))
-    err.print("wrote " + ", ".join(written))
+            fail_cli(f"{dest}: already exists; not overwriting it (choose another directory)")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for src, dest in sources:
+            shutil.copyfile(src, dest)
+    except OSError as exc:
+        fail_cli(f"{directory}: cannot write: {exc.strerror or exc}")
+    sys.stderr.write(
+        f"wrote {sources[0][1]}, {sources[1][1]}; edit them, then: sim replay traces/ "
+        f"--config {sources[0][1]} --scenario {sources[1][1]}\n"
+    )
+
+
+def request_logger(
+    stream: IO[str] | None = None,
+) -> Callable[[str, str, str | None, int | None, float], None]:
+    """The ``sim serve`` request log: one line per request on stderr (or ``stream``).
+
+    ``POST /v1/chat/completions model=grok-4.20 status=200 812.4 ms``; a request the
+    server never answered (a hang the client gave up on) shows ``status=-``. Only
+    these five facts are logged: never a payload, a header or a key.
+    """
+
+    def log(
+        method: str, path: str, model: str | None, status: int | None, latency_ms: float
+    ) -> None:
+        out = stream if stream is not None else sys.stderr
+        shown = "-" if status is None else str(status)
+        out.write(f"{method} {path} model={model or '-'} status={shown} {latency_ms:.1f} ms\n")
+        out.flush()
+
+    return log
 
 
 @app.command()
@@ -278,13 +428,27 @@ def serve(
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the scenario's randomness.")] = 0,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet/--no-quiet",
+            metavar="",
+            help="Do not log requests (by default one line per request on stderr).",
+        ),
+    ] = False,
 ) -> None:
     """Serve the scenario's models as an OpenAI-compatible API until Ctrl-C / SIGTERM.
 
-    Prints the base URL (``http://HOST:PORT/v1``) as one line once it is listening.
+    Prints the base URL (http://HOST:PORT/v1) on stdout once it is listening.
+
+    Logs one line per request on stderr: method, path, model, status, latency.
+    Never a payload, a header or a key. --quiet turns the log off.
     """
     import asyncio
+    import errno
+    import inspect
     import math
+    import os
     import signal
 
     from sim.twin import TwinServer
@@ -295,9 +459,13 @@ def serve(
         fail_cli(f"--port: expected 0..65535, got {port}")
     if seed < 0:
         fail_cli(f"--seed: expected an integer >= 0, got {seed}")
+    hooks: dict[str, object] = {}
+    # The request log needs TwinServer's ``on_request`` hook (see request_logger).
+    if not quiet and "on_request" in inspect.signature(TwinServer).parameters:
+        hooks["on_request"] = request_logger()
     try:
         twin = TwinServer(
-            _scenario(scenario), seed=seed, time_scale=time_scale, host=host, port=port
+            _scenario(scenario), seed=seed, time_scale=time_scale, host=host, port=port, **hooks
         )
     except InputError as exc:
         fail_cli(str(exc))
@@ -307,7 +475,10 @@ def serve(
             await twin.start()
         except OSError as exc:
             # The port is taken, or the address is not this host's.
-            fail_cli(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+            in_use = exc.errno == errno.EADDRINUSE
+            hint = "; try --port 0 (any free port)" if in_use and port else ""
+            why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's text is long
+            fail_cli(f"--port: cannot listen on {host}:{port}: {why}{hint}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

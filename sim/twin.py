@@ -87,7 +87,7 @@ import os
 import re
 import threading
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -307,6 +307,22 @@ class _Gone(Exception):
     """The client hung up while the server was waiting on its behalf."""
 
 
+class _StatusConnection(Connection):
+    """A connection that remembers the status line it sent last (for the request log)."""
+
+    status: int | None = None
+
+    def head(self, status: int, headers: Mapping[str, str]) -> bytes:
+        self.status = status
+        return super().head(status, headers)
+
+
+#: ``on_request(method, path, model, status, latency_ms)``: called once per request
+#: after its answer ends (``status`` None: nothing was sent, e.g. a hang the client
+#: gave up on). Never given a payload, a header or a key.
+RequestHook = Callable[[str, str, str | None, int | None, float], None]
+
+
 class TwinServer(LoopbackServer):
     """An OpenAI-compatible server whose models behave like ``scenario``'s.
 
@@ -334,7 +350,9 @@ class TwinServer(LoopbackServer):
         time_scale: float = 1.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        on_request: RequestHook | None = None,
     ) -> None:
+        self.on_request = on_request
         if not isinstance(scenario, Scenario):
             scenario = load_scenario(Path(scenario))
         if (
@@ -425,7 +443,7 @@ class TwinServer(LoopbackServer):
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        conn = Connection(reader, writer)
+        conn = _StatusConnection(reader, writer)
         loop = asyncio.get_running_loop()
         try:
             while True:
@@ -434,7 +452,14 @@ class TwinServer(LoopbackServer):
                     break
                 # Every delay is measured from here, so the server's own parsing and
                 # bookkeeping do not add to the latency a client sees.
-                if not await self._dispatch(conn, request, loop.time()):
+                received = loop.time()
+                conn.status = None
+                try:
+                    keep = await self._dispatch(conn, request, received)
+                finally:
+                    if self.on_request is not None:
+                        self._log(request, conn.status, (loop.time() - received) * 1000)
+                if not keep:
                     break
         except (
             ConnectionError,
@@ -449,6 +474,20 @@ class TwinServer(LoopbackServer):
         finally:
             self._tasks.discard(task)
             writer.close()
+
+    def _log(self, request: RecordedRequest, status: int | None, latency_ms: float) -> None:
+        model = None
+        try:
+            body = json.loads(request.body)
+            if isinstance(body, dict) and isinstance(body.get("model"), str):
+                model = body["model"]
+        except (ValueError, UnicodeDecodeError):
+            pass
+        path = request.path.split("?", 1)[0]
+        try:
+            self.on_request(request.method, path, model, status, latency_ms)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - a log hook must never break serving
+            pass
 
     async def _dispatch(self, conn: Connection, request: RecordedRequest, received: float) -> bool:
         """Answer one request (read completely at loop time ``received``); return

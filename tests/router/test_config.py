@@ -102,24 +102,23 @@ def test_negative_latency_limit() -> None:
 def test_probability_outside_unit_interval() -> None:
     msg = _reject(lambda d: d["models"][0].update(completion_rate=1.4))
     assert msg == (
-        "c.yaml: models.0.completion_rate: Input should be less than or equal to 1 (got 1.4)"
+        "c.yaml: models[0].completion_rate: Input should be less than or equal to 1 (got 1.4)"
     )
 
 
 def test_negative_cost_and_wrong_type() -> None:
-    assert "models.1.cost_per_task: Input should be greater than or equal to 0 (got -1)" in _reject(
-        lambda d: d["models"][1].update(cost_per_task=-1)
-    )
-    assert "models.2.avg_latency_ms: Input should be a valid number" in _reject(
+    msg = _reject(lambda d: d["models"][1].update(cost_per_task=-1))
+    assert "models[1].cost_per_task: Input should be greater than or equal to 0 (got -1)" in msg
+    assert "models[2].avg_latency_ms: Input should be a valid number" in _reject(
         lambda d: d["models"][2].update(avg_latency_ms="fast")
     )
 
 
 def test_unknown_field_and_status() -> None:
-    assert "models.0.colour: Extra inputs are not permitted" in _reject(
+    assert "models[0].colour: unknown field (expected one of: id, provider," in _reject(
         lambda d: d["models"][0].update(colour="red")
     )
-    assert "models.0.status: Input should be 'stable', 'preview' or 'deprecated'" in _reject(
+    assert "models[0].status: Input should be 'stable', 'preview' or 'deprecated'" in _reject(
         lambda d: d["models"][0].update(status="beta")
     )
 
@@ -171,3 +170,74 @@ def test_route_resolution_by_alias_and_default() -> None:
     assert c.route_for("sql")[0] == "sql_query"
     assert c.route_for("bug_patch")[0] == "bug_patch"
     assert c.route_for("poetry")[0] == "default"
+
+
+def test_a_typo_is_named_first_with_the_field_it_meant() -> None:
+    def typo(d: dict) -> None:
+        d["routes"]["default"]["chian"] = d["routes"]["default"].pop("chain")
+
+    assert _reject(typo) == (
+        "c.yaml: routes.default.chian: unknown field (did you mean 'chain'?) "
+        "[+1 more: routes.default.chain]"
+    )
+
+
+def test_more_problems_say_where_they_are() -> None:
+    def three(d: dict) -> None:
+        d["models"][3]["id"] = 5
+        d["breaker"]["windw"] = 30
+        d["routes"]["bug_patch"]["max_latency_ms"] = -1
+
+    assert _reject(three) == (
+        "c.yaml: breaker.windw: unknown field (did you mean 'window'?) "
+        "[+2 more: models[3].id, routes.bug_patch.max_latency_ms]"
+    )
+
+    def five(d: dict) -> None:
+        for i in range(5):
+            d["models"][i]["completion_rate"] = 2
+
+    assert _reject(five) == (
+        "c.yaml: models[0].completion_rate: Input should be less than or equal to 1 (got 2) "
+        "[+4 more: models[1].completion_rate, models[2].completion_rate, "
+        "models[3].completion_rate, ...]"
+    )
+
+
+def test_unknown_field_inside_an_endpoint_and_hidden_inputs() -> None:
+    def endpoint(d: dict) -> None:
+        d["models"][0]["endpoint"] = {"base_url": "http://x/v1", "model": "m", "api_kye_env": "K"}
+
+    assert _reject(endpoint) == (
+        "c.yaml: models[0].endpoint.api_kye_env: unknown field (did you mean 'api_key_env'?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "b.yaml",
+            "models:\n  - id: a\n    provider: [x\nroutes: {}\n",
+            "b.yaml: not valid YAML at line 4, column 7: expected ',' or ']', but got ':'",
+        ),
+        (
+            "d.yaml",
+            "default_route: a\nroutes: {}\nroutes: {}\n",
+            "d.yaml: not valid YAML at line 3, column 1: duplicate key 'routes'",
+        ),
+        (
+            "b.json",
+            '{"models": [],\n "routes": {},}',
+            "b.json: not valid JSON at line 2, column 15: "
+            "Expecting property name enclosed in double quotes",
+        ),
+        ("b.toml", "a = \n", "b.toml: not valid TOML: Invalid value (at line 1, column 5)"),
+    ],
+)
+def test_syntax_errors_name_line_and_column(tmp_path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path.parent}/{message}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +24,16 @@ def sim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-@pytest.mark.parametrize("command", ["replay", "compare", "synth", "import-azure", "init"])
+COMMANDS = ["replay", "compare", "synth", "import-azure", "init", "serve"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0 and "Usage" in res.output
+    # Help is read in a terminal: no reST markup from docstrings.
+    for markup in ("``", ":class:", ":func:", ":meth:", ":mod:"):
+        assert markup not in res.output, (command, markup)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +71,7 @@ def test_replay_json_prints_exactly_the_summary(small_trace: Path, tmp_path: Pat
     assert list(summary["per_trace"]) == ["small.parquet"]
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert written == [
+        ".costroute-output",
         "completion_vs_cost.png",
         "latency_cdf.png",
         "outage_timeline.png",
@@ -146,3 +154,186 @@ def test_usage_errors_are_one_line_too(small_trace: Path) -> None:
     assert res.returncode == 2
     assert res.stderr.startswith("error: Invalid value for '--seed'")
     assert res.stderr.count("\n") == 1
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0
+    assert res.output == f"sim (costroute) {version('costroute')}\n"
+
+
+def test_boolean_options_are_flags_with_a_negative() -> None:
+    for command, flags in (("replay", ("--json", "--no-json")), ("serve", ("--quiet",))):
+        out = runner.invoke(app, [command, "--help"], terminal_width=200).output
+        for flag in flags:
+            line = next(ln for ln in out.splitlines() if f" {flag} " in ln)
+            assert "<bool>" not in line, line  # a flag, not an option taking a value
+
+
+def test_no_json_is_the_table(small_trace: Path) -> None:
+    res = runner.invoke(app, ["replay", str(small_trace), "--no-json"])
+    assert res.exit_code == 0
+    assert "Replay summary" in res.stdout and not res.stdout.lstrip().startswith("{")
+
+
+def test_synth_names_the_flags_not_the_python_arguments(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["synth", str(tmp_path / "a.parquet")])
+    assert res.exit_code == 2
+    assert res.stderr == (
+        "error: --tasks or --duration-s is required (e.g. --tasks 1000, or --duration-s 86400)\n"
+    )
+    res = runner.invoke(app, ["synth", str(tmp_path / "a.parquet"), "--duration-s", "-5"])
+    assert res.stderr == "error: --duration-s: expected a finite number > 0, got -5.0\n"
+    res = runner.invoke(app, ["synth", str(tmp_path / "a.parquet"), "--tasks", "0"])
+    assert res.stderr == "error: --tasks: expected an integer >= 1, got 0\n"
+    # A missing directory is created, as for --out.
+    res = runner.invoke(app, ["synth", str(tmp_path / "new" / "a.parquet"), "--tasks", "10"])
+    assert res.exit_code == 0 and (tmp_path / "new" / "a.parquet").is_file()
+
+
+def test_missing_files_point_to_sim_init(tmp_path: Path, small_trace: Path) -> None:
+    hint = "`sim init DIR` writes editable copies of the seed config and scenario"
+    res = runner.invoke(app, ["replay", str(small_trace), "--config", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2
+    assert res.stderr == f"error: --config: {tmp_path / 'nope.yaml'}: no such file; {hint}\n"
+    res = runner.invoke(app, ["replay", str(small_trace), "--scenario", str(tmp_path / "s.yaml")])
+    assert res.stderr == f"error: --scenario: {tmp_path / 's.yaml'}: no such file; {hint}\n"
+
+
+def test_a_config_model_the_scenario_lacks_suggests_scenario(
+    tmp_path: Path, small_trace: Path
+) -> None:
+    cfg = (ROOT / "router" / "data" / "seed_config.yaml").read_text()
+    bad = tmp_path / "c.yaml"
+    bad.write_text(cfg.replace("qwen-3.6-plus", "qwen-9"))
+    res = runner.invoke(app, ["replay", str(small_trace), "--config", str(bad)])
+    assert res.exit_code == 2, res.stderr
+    assert res.stderr.startswith(
+        "error: --scenario: the seed scenario has no model 'qwen-9' of the config (it has: "
+    )
+    assert res.stderr.endswith(
+        "pass --scenario with a scenario that models every config model "
+        "(`sim init DIR` writes editable copies of the seed config and scenario)\n"
+    )
+
+
+def test_replay_warns_when_prices_disagree(tmp_path: Path, small_trace: Path) -> None:
+    scn = (ROOT / "sim" / "data" / "seed_scenario.yaml").read_text()
+    assert scn.count("cost_per_task: 0.0003 ") == 1
+    path = tmp_path / "s.yaml"
+    path.write_text(scn.replace("cost_per_task: 0.0003 ", "cost_per_task: 0.0004 "))
+    res = runner.invoke(app, ["replay", str(small_trace), "--scenario", str(path), "--json"])
+    assert res.exit_code == 0, res.stderr
+    assert res.stderr == (
+        f"warning: grok-4.20.cost_per_task is 0.0003 in the seed config but 0.0004 in {path}; "
+        "the simulator charges the scenario's price, the router plans with the config's\n"
+    )
+    json.loads(res.stdout)
+    # The seed pair agrees: no warning.
+    assert runner.invoke(app, ["replay", str(small_trace), "--json"]).stderr == ""
+
+
+def test_price_warning_lists_the_others() -> None:
+    from router import load_seed_config
+    from sim.consistency import price_mismatches, price_warning
+    from sim.scenario import load_seed_scenario
+
+    cfg, scn = load_seed_config(), load_seed_scenario()
+    assert price_mismatches(cfg, scn) == [] and price_warning(cfg, scn) is None
+    models = {
+        mid: spec.model_copy(update={"cost_per_task": (spec.cost_per_task or 0) + 1})
+        for mid, spec in scn.models.items()
+    }
+    line = price_warning(cfg, scn.model_copy(update={"models": models}))
+    assert line is not None and "\n" not in line
+    assert line.startswith("warning: grok-4.20.cost_per_task is 0.0003 in the config but 1.0003")
+    assert line.endswith(
+        "[+12 more: grok-4.1-fast.cost_per_task, ring-2.6.cost_per_task, "
+        "deepseek-v4-flash.cost_per_task, ...]"
+    )
+
+
+def test_serve_port_in_use_suggests_port_0() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "sim.cli", "serve", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+        )
+    assert res.returncode == 2
+    assert res.stderr == (
+        f"error: --port: cannot listen on 127.0.0.1:{port}: Address already in use; "
+        "try --port 0 (any free port)\n"
+    )
+
+
+def test_request_log_line() -> None:
+    import io
+
+    from sim.cli import request_logger
+
+    buf = io.StringIO()
+    log = request_logger(buf)
+    log("POST", "/v1/chat/completions", "grok-4.20", 200, 812.44)
+    log("POST", "/v1/chat/completions", "gpt-5.4", None, 30000.0)
+    log("GET", "/v1/models", None, 200, 0.2)
+    assert buf.getvalue() == (
+        "POST /v1/chat/completions model=grok-4.20 status=200 812.4 ms\n"
+        "POST /v1/chat/completions model=gpt-5.4 status=- 30000.0 ms\n"
+        "GET /v1/models model=- status=200 0.2 ms\n"
+    )
+
+
+def _serve_and_call(*flags: str) -> tuple[str, str]:
+    """Run `sim serve --port 0`, make two requests, stop it; its stdout and stderr."""
+    import signal
+
+    import httpx
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim.cli", "serve", "--port", "0", "--time-scale", "0.001", *flags],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        body = {"model": "grok-4.20", "messages": [{"role": "user", "content": "SECRET"}]}
+        headers = {"Authorization": "Bearer sk-SECRET", "X-Task-Type": "json"}
+        httpx.post(f"{url}/chat/completions", json=body, headers=headers, timeout=30)
+        httpx.get(f"{url}/models", timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, errs = proc.communicate(timeout=30)
+    return url, errs
+
+
+def test_serve_logs_one_line_per_request_unless_quiet() -> None:
+    import inspect
+
+    from sim.twin import TwinServer
+
+    if "on_request" not in inspect.signature(TwinServer).parameters:
+        pytest.skip("TwinServer has no on_request hook yet (sim/twin.py)")
+    _, errs = _serve_and_call()
+    lines = errs.splitlines()
+    assert len(lines) == 2, errs
+    assert re.fullmatch(
+        r"POST /v1/chat/completions model=grok-4\.20 status=(200|429|500|503) \d+\.\d ms",
+        lines[0],
+    ), lines[0]
+    assert re.fullmatch(r"GET /v1/models model=- status=200 \d+\.\d ms", lines[1]), lines[1]
+    assert "SECRET" not in errs
+    _, quiet = _serve_and_call("--quiet")
+    assert quiet == ""
