@@ -13,6 +13,7 @@ from router.config import (
     Budget,
     Health,
     ModelProfile,
+    Quality,
     Route,
     RouterConfig,
     Scoring,
@@ -25,15 +26,25 @@ from router.config import (
 from router.errors import ConfigError, CostRouteError, InputError
 from router.health import ModelHealth
 from router.ledger import BudgetAlert, DaySpend, SpendLedger
-from router.outcome import BREAKER_FAILURES, NON_RETRYABLE, ErrorKind, Outcome
+from router.outcome import (
+    AVAILABILITY_FAILURES,
+    BREAKER_FAILURES,
+    DEFAULT_RETRY_ON,
+    NON_RETRYABLE,
+    ErrorKind,
+    Outcome,
+)
 from router.policy import RoutingPolicy, TaskRun, route_all
+from router.recording import AttemptRecorder, TraceRecorder
 from router.result import Action, Attempt, Call, Finish, TaskResult, Wait
 from router.scoring import cost_per_success, score
 from router.task import ROUTE_ALIASES, TASK_TYPES, UNKNOWN, Task, classify
 
 __all__ = [
+    "AVAILABILITY_FAILURES",
     "Action",
     "Attempt",
+    "AttemptRecorder",
     "BREAKER_FAILURES",
     "Backoff",
     "Breaker",
@@ -44,6 +55,7 @@ __all__ = [
     "CircuitBreaker",
     "ConfigError",
     "CostRouteError",
+    "DEFAULT_RETRY_ON",
     "DaySpend",
     "ErrorKind",
     "Finish",
@@ -51,6 +63,7 @@ __all__ = [
     "InputError",
     "ModelHealth",
     "ModelProfile",
+    "Quality",
     "NON_RETRYABLE",
     "Outcome",
     "ROUTE_ALIASES",
@@ -63,6 +76,7 @@ __all__ = [
     "Task",
     "TaskResult",
     "TaskRun",
+    "TraceRecorder",
     "UNKNOWN",
     "Wait",
     "classify",

@@ -48,7 +48,7 @@ from router.ledger import BudgetAlert
 from router.outcome import ErrorKind, Outcome
 from router.policy import RoutingPolicy
 from router.providers import ModelProvider, ProviderError, make_provider
-from router.recording import TraceRecorder
+from router.recording import AttemptRecorder, TraceRecorder
 from router.result import Call, Finish, TaskResult
 from router.task import Task
 from router.validation import check_spec, validate_task_async
@@ -97,7 +97,8 @@ class Router:
     ``providers`` maps model ids to providers; models without one get a provider
     built from their profile's ``endpoint`` on first use (``transport`` applies to
     those, e.g. ``httpx.MockTransport`` in tests). ``recorder`` appends one trace
-    record per task. ``validate`` turns structured-output validation off (then any
+    record per task, ``attempt_recorder`` one per attempt (the calibration input).
+    ``validate`` turns structured-output validation off (then any
     answer counts as completed). ``on_alert`` is called with each
     :class:`~router.ledger.BudgetAlert` (after it is logged); ``raise_on_failure``
     makes :meth:`route` raise :class:`RoutingError` for a failed task.
@@ -116,10 +117,12 @@ class Router:
         system_prompt: str | None = None,
         on_alert: Callable[[BudgetAlert], object] | None = None,
         raise_on_failure: bool = False,
+        attempt_recorder: AttemptRecorder | None = None,
     ) -> None:
         self.policy = RoutingPolicy(config, seed=seed)
         self.on_alert = on_alert
         self.raise_on_failure = raise_on_failure
+        self.attempt_recorder = attempt_recorder
         self.policy.ledger.listeners.append(self._alert)
         self._providers: dict[str, ModelProvider] = dict(providers or {})
         self._owned: list[ModelProvider] = []
@@ -169,6 +172,8 @@ class Router:
         self._owned.clear()
         if self.recorder is not None:
             self.recorder.close()
+        if self.attempt_recorder is not None:
+            self.attempt_recorder.close()
 
     async def __aenter__(self) -> Router:
         return self
@@ -222,13 +227,16 @@ class Router:
                         action = run.next_action(clock())
                 result = action.result
         except asyncio.CancelledError:
-            run.abort(clock(), "cancelled", "the caller cancelled the task")
+            self._record_attempts(task, run.abort(clock(), "cancelled", "cancelled by the caller"))
             raise
         except BaseException as exc:
-            run.abort(clock(), "error", f"{type(exc).__name__} in the driver")
+            self._record_attempts(
+                task, run.abort(clock(), "error", f"{type(exc).__name__} in the driver")
+            )
             raise
         if self.recorder is not None:
             self._record(task, result)
+        self._record_attempts(task, result)
         raise_it = self.raise_on_failure if raise_on_failure is None else raise_on_failure
         if raise_it and not result.success:
             raise RoutingError(result)
@@ -310,6 +318,14 @@ class Router:
         if completion.tool_calls:
             output = {"content": completion.text, "tool_calls": completion.tool_calls}
         return Outcome(ErrorKind.OK, latency, cost, output=output, **measured)
+
+    def _record_attempts(self, task: Task, result: TaskResult) -> None:
+        if self.attempt_recorder is None:
+            return
+        try:
+            self.attempt_recorder.record_result(task, result, self._t0)
+        except Exception:  # a recording failure must not hide the task's own outcome
+            log.exception("could not record the attempts of task %s", task.task_id)
 
     def _record(self, task: Task, result: TaskResult) -> None:
         last_failure = next(

@@ -28,6 +28,16 @@ from sim.trace import (
     validate_trace,
     write_trace,
 )
+from sim.traces import (
+    import_aider,
+    import_litellm,
+    import_llmperf,
+    import_table,
+    read_attempts,
+    tasks_from_attempts,
+    validate_attempts,
+    write_attempts,
+)
 from sim.twin import TwinServer
 from sim.world import World
 
@@ -44,13 +54,18 @@ __all__ = [
     "World",
     "compare",
     "discover_traces",
+    "import_aider",
     "import_azure",
+    "import_litellm",
+    "import_llmperf",
+    "import_table",
     "load_scenario",
     "load_seed_scenario",
     "load_traces",
     "mean_ci",
     "paired_difference",
     "parse_scenario",
+    "read_attempts",
     "read_trace",
     "replay",
     "replay_columns",
@@ -58,6 +73,9 @@ __all__ = [
     "scenario_json_schema",
     "summarize",
     "synthesize",
+    "tasks_from_attempts",
+    "validate_attempts",
     "validate_trace",
+    "write_attempts",
     "write_trace",
 ]

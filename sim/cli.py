@@ -493,6 +493,238 @@ def serve(
     asyncio.run(run())
 
 
+# --------------------------------------------------------------------------- #
+# Importers of real logs (sim.traces): attempt records, traces, catalogs.      #
+# --------------------------------------------------------------------------- #
+
+#: Library argument names of the sim.traces importers -> the flags that set them.
+_IMPORT_FLAGS = {
+    "mapping": "--map",
+    "units": "--units",
+    "time_format": "--time-format",
+    "concurrency": "--concurrency",
+    "pass_rate": "--pass-rate",
+    "latency_sigma": "--sigma",
+    "chain_length": "--chain-length",
+    "attempts_per_model": "--attempts-per-model",
+}
+
+
+def _import_error(exc: InputError) -> str:
+    """An importer's message with a leading library argument name replaced by its flag."""
+    message = str(exc)
+    name, sep, rest = message.partition(":")
+    if sep and name in _IMPORT_FLAGS:
+        return f"{_IMPORT_FLAGS[name]}{sep}{rest}"
+    return message
+
+
+def _check_outputs(*outputs: tuple[str, Path | None]) -> None:
+    """Refuse, before any work, output paths of unknown format or named twice."""
+    from sim.trace import TRACE_EXTENSIONS
+
+    seen: dict[Path, str] = {}
+    for flag, path in outputs:
+        if path is None:
+            continue
+        if path.suffix.lower() not in TRACE_EXTENSIONS:
+            fail_cli(
+                f"{flag}: {path}: unknown format '{path.suffix or '(no extension)'}' "
+                f"(expected one of {', '.join(TRACE_EXTENSIONS)})"
+            )
+        key = path.resolve()
+        if key in seen:
+            fail_cli(f"{flag}: {path}: the same file as {seen[key]}")
+        seen[key] = flag
+
+
+def _write_outputs(outputs: list[tuple[object, Path]]) -> None:
+    """Write validated frames all or nothing; OS errors become one-line input errors."""
+    from sim.traces._common import write_frames
+
+    try:
+        write_frames(outputs)  # type: ignore[arg-type]
+    except OSError as exc:
+        paths = ", ".join(str(p) for _, p in outputs)
+        raise InputError(f"{paths}: cannot write: {exc.strerror or exc}") from None
+
+
+@app.command("import-litellm")
+def import_litellm_cmd(
+    spendlogs: Annotated[
+        Path, typer.Argument(help="LiteLLM_SpendLogs export (.csv, .json, .ndjson, .parquet).")
+    ],
+    out: Annotated[Path, typer.Argument(help="Output attempt records (.parquet, .ndjson, .csv).")],
+    tasks: Annotated[
+        Path | None, typer.Option(help="Also write the matching task trace here.")
+    ] = None,
+    task_column: Annotated[
+        str | None,
+        typer.Option(help="Group requests into tasks by this column (e.g. session_id)."),
+    ] = None,
+    task_type: Annotated[
+        str | None, typer.Option(help="Task type of every request (default: none/unknown).")
+    ] = None,
+) -> None:
+    """Convert LiteLLM proxy spend logs to attempt records (one per request).
+
+    Reads times, model and model_group, tokens, spend, status and the error information.
+
+    Never reads api_key, user, messages or response. Cache hits are skipped.
+    """
+    from sim.traces.attempts import tasks_from_attempts
+    from sim.traces.litellm import import_litellm
+
+    _check_outputs(("OUT", out), ("--tasks", tasks))
+    try:
+        df = import_litellm(spendlogs, task_column=task_column, task_type=task_type)
+        outputs: list[tuple[object, Path]] = [(df, out)]
+        if tasks is not None:
+            outputs.append((tasks_from_attempts(df, task_type=task_type), tasks))
+        _write_outputs(outputs)
+    except InputError as exc:
+        fail_cli(_import_error(exc))
+    err.print(
+        f"wrote {df.height:,} attempts to {out}" + (f" and tasks to {tasks}" if tasks else "")
+    )
+
+
+@app.command("import-llmperf")
+def import_llmperf_cmd(
+    source: Annotated[
+        Path,
+        typer.Argument(help="llmperf results: a per-request JSON file or a directory of them."),
+    ],
+    out: Annotated[Path, typer.Argument(help="Output attempt records (.parquet, .ndjson, .csv).")],
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Requests in flight (default: the run summary's, else 1)."),
+    ] = None,
+    task_type: Annotated[str | None, typer.Option(help="Task type of every request.")] = None,
+    tasks: Annotated[
+        Path | None, typer.Option(help="Also write the matching task trace here.")
+    ] = None,
+) -> None:
+    """Convert llmperf per-request results to attempt records.
+
+    Latency is end_to_end_latency_s; error_code 429 is rate_limited, -1 connection.
+
+    Start times are reconstructed from the run's concurrency: llmperf records none.
+    """
+    from sim.traces.attempts import tasks_from_attempts
+    from sim.traces.llmperf import import_llmperf
+
+    _check_outputs(("OUT", out), ("--tasks", tasks))
+    try:
+        df = import_llmperf(source, concurrency=concurrency, task_type=task_type)
+        outputs: list[tuple[object, Path]] = [(df, out)]
+        if tasks is not None:
+            outputs.append((tasks_from_attempts(df, task_type=task_type), tasks))
+        _write_outputs(outputs)
+    except InputError as exc:
+        fail_cli(_import_error(exc))
+    runs = df.get_column("model").n_unique()
+    err.print(f"wrote {df.height:,} attempts of {runs} runs to {out}")
+
+
+@app.command("import-aider")
+def import_aider_cmd(
+    leaderboard: Annotated[Path, typer.Argument(help="An Aider leaderboard YAML file.")],
+    scenario: Annotated[Path, typer.Option(help="Output scenario (.yaml).")],
+    catalog: Annotated[Path, typer.Option(help="Output router catalog config (.yaml).")],
+    pass_rate: Annotated[
+        int, typer.Option(help="Completion = pass_rate_1 (1) or pass_rate_2 (2).")
+    ] = 1,
+    sigma: Annotated[
+        float, typer.Option(help="Lognormal latency shape (the leaderboard has no spread).")
+    ] = 0.0911,
+    chain_length: Annotated[int, typer.Option(help="Models in the default route.")] = 3,
+    attempts_per_model: Annotated[int, typer.Option(help="Attempts per model in it.")] = 2,
+) -> None:
+    """Turn an Aider leaderboard into a scenario and a router catalog.
+
+    Per model: completion, malformed and server-error rates, seconds and cost per answer.
+
+    The second-try pass rate is noted in comments. Both files are validated by loading them.
+    """
+    from sim.traces.aider import check_aider_outputs, import_aider, write_aider
+
+    try:
+        check_aider_outputs(scenario, catalog)  # before any work
+        result = import_aider(
+            leaderboard,
+            pass_rate=pass_rate,
+            latency_sigma=sigma,
+            chain_length=chain_length,
+            attempts_per_model=attempts_per_model,
+        )
+        write_aider(result, scenario, catalog)
+    except InputError as exc:
+        fail_cli(_import_error(exc))
+    except OSError as exc:
+        fail_cli(f"{scenario}, {catalog}: cannot write: {exc.strerror or exc}")
+    for row, name, reason in result.skipped:
+        sys.stderr.write(f"skipped entry {row} {name!r}: {reason}\n")
+    err.print(
+        f"wrote {len(result.models)} models to {scenario} and {catalog} "
+        f"(default route: {', '.join(result.chain)})"
+    )
+
+
+@app.command("import-csv")
+def import_csv_cmd(
+    file: Annotated[Path, typer.Argument(help="A .csv, .parquet, .json or .ndjson table.")],
+    out: Annotated[Path, typer.Argument(help="Output trace or attempt records.")],
+    map_: Annotated[
+        list[str],
+        typer.Option(
+            "--map",
+            help="source=target pairs, comma-separated or repeated "
+            "(e.g. startTime=arrival_s,input=prompt_tokens).",
+        ),
+    ],
+    time_format: Annotated[
+        str,
+        typer.Option(help="The time column: seconds (as is), iso, epoch or epoch_ms."),
+    ] = "seconds",
+    units: Annotated[
+        str | None, typer.Option(help="Duration units, e.g. latency=ms,ttft=ms (s, ms, us, min).")
+    ] = None,
+    attempts: Annotated[
+        bool,
+        typer.Option(
+            "--attempts", metavar="", help="Map to attempt records (default: the task trace)."
+        ),
+    ] = False,
+    task_type: Annotated[
+        str | None, typer.Option(help="Task type for rows without a mapped one.")
+    ] = None,
+) -> None:
+    """Map a table's columns onto the task trace (or, with --attempts, attempt records).
+
+    ISO-8601 or epoch timestamps become seconds from the earliest row.
+
+    --units converts durations to seconds. Unmapped columns are dropped.
+    """
+    from sim.traces.mapper import import_table, parse_pairs
+
+    _check_outputs(("OUT", out))
+    try:
+        mapping = parse_pairs(map_, what="mapping")
+        df = import_table(
+            file,
+            mapping,
+            attempts=attempts,
+            time_format=time_format,  # type: ignore[arg-type]
+            units=parse_pairs(units, what="units"),
+            task_type=task_type,
+        )
+        _write_outputs([(df, out)])
+    except InputError as exc:
+        fail_cli(_import_error(exc))
+    err.print(f"wrote {df.height:,} {'attempts' if attempts else 'tasks'} to {out}")
+
+
 def main() -> None:
     """Entry point of the ``sim`` command (usage errors: one line, exit 2)."""
     run_cli(app)
