@@ -1,4 +1,4 @@
-"""The ``optimize`` command line: run, show and export Optuna studies.
+"""The ``optimize`` command line: run, list, show and export Optuna studies.
 
 Library errors (:class:`router.errors.InputError`) and usage errors become one
 line on stderr and exit code 2.
@@ -8,22 +8,87 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import warnings
+from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
+from optimize.objective import OBJECTIVES, PRESETS
 from router import InputError, RouterConfig, load_config, load_seed_config
 from router.errors import fail_cli, run_cli
+
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """Flags take no value: show ``--json / --no-json`` without a ``<bool>`` type column."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
 
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    cls=_Group,
     help="Tune routing configs with Optuna studies on the SimPy twin; export the winner.",
 )
 err = Console(stderr=True)
+
+
+def version() -> str:
+    """The installed costroute version ("unknown" when run from an uninstalled tree)."""
+    try:
+        return metadata.version("costroute")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"optimize (costroute) {version()}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the costroute version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Tune routing configs with Optuna studies on the SimPy twin; export the winner."""
+
+
+_PRESET_HELP = "\n\n".join(f"[bold]{name}[/bold]: {p.description}" for name, p in PRESETS.items())
+_RUN_HELP = f"""Run (or resume) a study, choose the winner on held-out seeds, write figures.
+
+The study simulates --trials trials (a trial that repeats an earlier one's config
+is answered from it, recorded with user attr duplicate_of, and not counted). On a
+terminal a progress bar runs; otherwise a line is printed every --progress-every trials.
+
+Presets (--preset; `optimize presets` lists their settings):
+
+{_PRESET_HELP}"""
 
 
 def _config(path: Path | None) -> RouterConfig:
@@ -45,17 +110,51 @@ def _load_study(study: str, storage: str | None) -> tuple[Any, str]:
         raise InputError(f"--study: no study named {study!r} in {redact(url)}") from None
 
 
-class _Bar:
-    """A rich progress bar showing the running best (silent with --json)."""
+def _best_text(p: Any) -> str:
+    """``best net_value 0.0401 (trial 12)`` for a :class:`~optimize.study.Progress`."""
+    if p.best_value is None:
+        return "no complete trial yet"
+    note = "" if p.feasible else ", constraints not held"
+    return f"best {p.metric} {p.best_value:.4g} (trial {p.best_trial}{note})"
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+
+class _Bar:
+    """How ``optimize run`` shows progress.
+
+    ``bar``: a rich progress bar on stderr (stdout is a terminal); ``lines``: a
+    plain line on stdout every ``every`` simulated trials and at the end (stdout
+    is a file or a pipe: a log keeps them); ``quiet``: nothing (``--json``).
+    """
+
+    def __init__(self, mode: str, every: int = 10, then: str = "") -> None:
+        self.mode = mode
+        self.every = every
+        self.then = then  # printed (lines mode) once the last trial is in
+        self._next = every
+        self._last: int | None = None
         self._progress: Any = None
         self._task: Any = None
 
-    def __call__(self, done: int, total: int, best: float | None) -> None:
-        if self.quiet:
+    def __call__(self, p: Any) -> None:
+        if self.mode == "lines":
+            self._line(p)
+        elif self.mode == "bar":
+            self._bar(p)
+
+    def _line(self, p: Any) -> None:
+        if p.done == self._last or (p.done < self._next and p.done < p.total):
             return
+        self._last = p.done
+        self._next = (p.done // self.every + 1) * self.every
+        repeats = f"; {p.duplicates} repeats not re-simulated" if p.duplicates else ""
+        sys.stdout.write(f"trial {p.done}/{p.total}: {_best_text(p)}{repeats}\n")
+        if p.done >= p.total and self.then:
+            sys.stdout.write(self.then + "\n")
+            self.then = ""
+        sys.stdout.flush()
+
+    def _bar(self, p: Any) -> None:
+        done, total = p.done, p.total
         if self._progress is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -69,7 +168,7 @@ class _Bar:
             )
             self._progress.start()
             self._task = self._progress.add_task("study", total=total, best="")
-        label = f"best {best:.6g}" if best is not None else ""
+        label = _best_text(p) if p.best_value is not None else ""
         self._progress.update(self._task, completed=done, total=total, best=label)
 
     def close(self) -> None:
@@ -77,7 +176,7 @@ class _Bar:
             self._progress.stop()
 
 
-@app.command()
+@app.command(cls=_Command, help=_RUN_HELP)
 def run(
     paths: Annotated[list[Path], typer.Argument(help="Trace files or directories to tune on.")],
     study: Annotated[str, typer.Option(help="Study name (resumed when it exists).")] = "routing",
@@ -85,15 +184,17 @@ def run(
         str | None,
         typer.Option(help="Journal file or database URL (default: studies/<study>.journal)."),
     ] = None,
-    trials: Annotated[int, typer.Option(help="Finished trials the study should hold.")] = 100,
+    trials: Annotated[
+        int, typer.Option(help="Simulated trials the study should hold (repeats not counted).")
+    ] = 100,
     jobs: Annotated[int, typer.Option(help="Worker processes on the storage.")] = 1,
     objective: Annotated[
         str | None,
-        typer.Option(help="net_value | seed_score | successes_per_dollar | multi."),
+        typer.Option(help=f"{' | '.join(OBJECTIVES)} (default net_value)."),
     ] = None,
     preset: Annotated[
         str | None,
-        typer.Option(help="batch | prototype | critical | interactive | compliance."),
+        typer.Option(help=f"{' | '.join(PRESETS)}: see below."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampler and of the replications.")] = 0,
     config: Annotated[Path | None, typer.Option(help="Base config (default: the seed).")] = None,
@@ -114,26 +215,52 @@ def run(
     max_latency_p95_s: Annotated[float | None, typer.Option(help="Constraint.")] = None,
     max_cost_per_task: Annotated[float | None, typer.Option(help="Constraint.")] = None,
     budget_usd: Annotated[float | None, typer.Option(help="Constraint (per replication).")] = None,
-    no_prune: Annotated[bool, typer.Option("--no-prune", help="Never prune trials.")] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune/--no-prune", help="Stop trials that fall behind after a replication."
+        ),
+    ] = True,
     out: Annotated[
         Path | None,
         typer.Option(help="Figures, summary.json, tuned.yaml (default: studies/<study>/)."),
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print only the final JSON.")] = False,
+    endpoints: Annotated[
+        Path | None,
+        typer.Option(help="YAML: model id -> endpoint, merged into tuned.yaml."),
+    ] = None,
+    progress_every: Annotated[
+        int, typer.Option(help="Without a terminal: print progress every N trials.")
+    ] = 10,
+    json_: Annotated[
+        bool, typer.Option("--json/--no-json", help="Print only the final JSON.")
+    ] = False,
 ) -> None:
-    """Run (or resume) a study, choose the winner on held-out seeds, write figures."""
-    from optimize.export import write_export
+    started = time.perf_counter()
+    from optimize.export import load_endpoints, merge_endpoints, write_export
     from optimize.objective import make_objective
     from optimize.plots import write_figures
     from optimize.space import SpaceSpec, load_space_spec
-    from optimize.storage import STUDIES_DIR, resolve_storage
+    from optimize.storage import STUDIES_DIR, redact, resolve_storage
     from optimize.study import StudySettings, run_study
     from sim.replay import load_traces
     from sim.scenario import load_scenario, load_seed_scenario
 
     warnings.filterwarnings("ignore", module="optuna")
-    bar = _Bar(quiet=json_)
+    mode = "quiet" if json_ else ("bar" if sys.stdout.isatty() else "lines")
+    bar = _Bar(
+        mode,
+        max(progress_every, 1),
+        then=f"holdout: re-running the top {top_k} trials and the base config on "
+        f"{holdout_replications} held-out seeds",
+    )
     try:
+        if progress_every < 1:
+            raise InputError(f"--progress-every: expected an integer >= 1, got {progress_every}")
+        eps = load_endpoints(endpoints) if endpoints else None
+        base = _config(config)
+        if eps:
+            base = merge_endpoints(base, eps)
         spec, file_settings = load_space_spec(study_file) if study_file else (SpaceSpec(), {})
         obj = make_objective(
             objective,
@@ -149,7 +276,7 @@ def run(
         settings = StudySettings(
             study=study,
             storage=resolve_storage(storage, study),
-            base=_config(config),
+            base=base,
             objective=obj,
             spec=spec,
             trials=trials,
@@ -159,7 +286,7 @@ def run(
             holdout_replications=holdout_replications,
             top_k=top_k,
             sampler=sampler,
-            prune=not no_prune,
+            prune=prune,
         )
         settings.check()
         scn = load_scenario(scenario) if scenario else load_seed_scenario()
@@ -171,22 +298,35 @@ def run(
             target.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise InputError(f"--out: {target}: cannot create: {exc.strerror or exc}") from None
+        if mode == "lines":
+            sys.stdout.write(
+                f"study {study}: {trials} trials on {', '.join(n for n, _ in traces)}, "
+                f"objective {obj.name}, storage {redact(settings.storage)}\n"
+            )
+            sys.stdout.flush()
         try:
             report = run_study(traces, scn, settings, holdout_traces=held, progress=bar)
         finally:
             bar.close()
+        figures_started = time.perf_counter()
         write_figures(report.study, obj, report.holdout, target)
         best = report.space.build(report.study.trials[report.summary["best_trial"]].params)
+        if eps:
+            best = merge_endpoints(best, eps)
         tuned = write_export(best, target / "tuned.yaml")
-        report.summary["out"] = str(target)
-        report.summary["exported"] = str(tuned)
-        _write_json(target / "summary.json", report.summary)
+        s = report.summary
+        s["out"] = str(target)
+        s["exported"] = str(tuned)
+        now = time.perf_counter()
+        s["seconds_figures"] = round(now - figures_started, 3)
+        s["seconds"] = round(now - started, 3)  # the whole command: load, study, holdout, figures
+        _write_json(target / "summary.json", s)
     except InputError as exc:
         fail_cli(str(exc))
     if json_:
-        sys.stdout.write(json.dumps(report.summary, indent=2) + "\n")
+        sys.stdout.write(json.dumps(s, indent=2) + "\n")
         return
-    _print_run(report.summary)
+    _print_run(s, plain=mode != "bar")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -195,42 +335,91 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def _print_run(s: dict[str, Any]) -> None:
+def _plain_table(
+    header: tuple[str, ...], rows: list[tuple[str, ...]], left: int = 1, indent: str = ""
+) -> list[str]:
+    """Aligned text columns: the first ``left`` columns flush left, the rest flush right."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return [
+        indent
+        + "  ".join(
+            c.ljust(w) if i < left else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip()
+        for r in [header, *rows]
+    ]
+
+
+def _run_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(metric, base, tuned, tuned - base [95% CI]) rows of a run summary."""
+    rows = [
+        (
+            s["objective"] if s["objective"] != "multi" else "net_value",
+            f"{s['base_value']:.4g}",
+            f"{s['holdout_value']:.4g}",
+            f"{s['improvement_vs_base']:+.3g} [{s['improvement_ci_low']:+.3g}, "
+            f"{s['improvement_ci_high']:+.3g}]",
+        )
+    ]
+    for key, d in (s.get("paired") or {}).items():
+        rows.append(
+            (
+                key,
+                f"{d['a']:.4g}",
+                f"{d['b']:.4g}",
+                f"{d['diff']:+.3g} [{d['diff_ci_low']:+.3g}, {d['diff_ci_high']:+.3g}]",
+            )
+        )
+    return rows
+
+
+def _print_run(s: dict[str, Any], plain: bool = False) -> None:
+    """The run's result: a rich table on a terminal, plain lines otherwise."""
+    counts = (
+        f"{s['trials']} trials ({s['complete']} complete, {s['pruned']} pruned, "
+        f"{s.get('failed', 0)} failed; {s.get('duplicates', 0)} repeats not re-simulated)"
+    )
+    head = f"study {s['study']}: {counts}, objective {s['objective']}"
+    winner = f"winner: trial {s['best_trial']}, chosen on {s['holdout_seeds']} held-out seeds" + (
+        "" if s["feasible"] else " [constraints NOT held]"
+    )
+    timing = (
+        f"{s['seconds']:.1f} s: study {s['seconds_study']:.1f} s, holdout "
+        f"{s['seconds_holdout']:.1f} s, figures {s['seconds_figures']:.1f} s"
+    )
+    tail = f"figures, summary.json and tuned.yaml in {s['out']}/ ({timing})"
+    rows = _run_rows(s)
+    header = ("held-out seeds", "base", "tuned", "tuned - base [95% CI]")
+    if plain:
+        lines = [head, winner, *_plain_table(header, rows, left=1, indent="  "), tail]
+        sys.stdout.write("\n".join(lines) + "\n")
+        return
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"Study {s['study']} ({s['trials']} trials, objective {s['objective']})")
-    table.add_column("held-out seeds")
-    table.add_column("base", justify="right")
-    table.add_column("tuned", justify="right")
-    for key in ("completion_rate", "cost_per_task", "latency_mean_s", "latency_p95_s"):
-        table.add_row(key, f"{s['base_metrics'][key]:.6g}", f"{s['metrics'][key]:.6g}")
-    table.add_row(
-        "objective",
-        f"{s['base_value']:.6g}",
-        f"{s['holdout_value']:.6g} [{s['holdout_ci_low']:.6g}, {s['holdout_ci_high']:.6g}]",
-    )
+    table = Table(title=head)
+    for i, col in enumerate(header):
+        table.add_column(col, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
     console.print(table)
-    console.print(
-        f"trial {s['best_trial']}: improvement vs base {s['improvement_vs_base']:+.6g} "
-        f"(95% CI {s['improvement_ci_low']:+.6g} .. {s['improvement_ci_high']:+.6g})"
-        + ("" if s["feasible"] else "  [constraints NOT held]")
-    )
-    console.print(f"figures, summary.json and tuned.yaml in {s['out']}/")
+    console.print(winner)
+    console.print(tail)
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
     study: Annotated[str, typer.Option(help="Study name.")] = "routing",
     storage: Annotated[str | None, typer.Option(help="Journal file or database URL.")] = None,
     top: Annotated[int, typer.Option(help="How many best trials to list.")] = 10,
-    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    json_: Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")] = False,
 ) -> None:
     """Best trials, the Pareto front, parameter importances and the holdout result."""
+    import numpy as np
     import optuna
 
     from optimize.plots import importances, pareto_mask
-    from optimize.study import space_of
+    from optimize.study import count_trials, space_of
 
     warnings.filterwarnings("ignore", module="optuna")
     try:
@@ -239,7 +428,11 @@ def show(
     except InputError as exc:
         fail_cli(str(exc))
     TrialState = optuna.trial.TrialState
-    complete = st.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = st.get_trials(deepcopy=False)
+    # Repeats carry their twin's numbers: list each config once.
+    complete = [
+        t for t in trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs
+    ]
     rows = []
     for t in complete:
         m = t.user_attrs.get("metrics", {})
@@ -253,21 +446,18 @@ def show(
                 "latency_p95_s": m.get("latency_p95_s"),
             }
         )
-    rows.sort(key=lambda r: (not r["feasible"], -r["value"]))
+    rows.sort(key=lambda r: (not r["feasible"], -r["value"], r["trial"]))
     pts = [[-r["completion_rate"], r["cost_per_success"], r["latency_p95_s"]] for r in rows]
-    import numpy as np
-
     front = (
         [r["trial"] for r, k in zip(rows, pareto_mask(np.array(pts)), strict=True) if k]
         if rows
         else []
     )
+    counts = count_trials(trials)
     data = {
         "study": study,
         "objective": obj.name,
-        "trials": sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in st.trials),
-        "complete": len(complete),
-        "waiting": sum(t.state == TrialState.WAITING for t in st.trials),
+        **counts,
         "best": rows[:top],
         "pareto_front": sorted(front),
         "importances": importances(st),
@@ -282,8 +472,14 @@ def show(
         return
     from rich.table import Table
 
+    from optimize.space import param_label
+
     console = Console()
-    table = Table(title=f"Study {study}: best of {len(complete)} complete trials ({obj.name})")
+    table = Table(
+        title=f"Study {study}: best of {len(complete)} complete trials ({obj.name}); "
+        f"{counts['trials']} simulated, {counts['pruned']} pruned, {counts['failed']} failed, "
+        f"{counts['duplicates']} repeats"
+    )
     for col in ("trial", "value", "feasible", "completion", "cost/success", "p95 s", "Pareto"):
         table.add_column(col, justify="right")
     for r in rows[:top]:
@@ -297,10 +493,11 @@ def show(
             "*" if r["trial"] in front else "",
         )
     console.print(table)
-    console.print(f"Pareto front (completion ↑, cost/success ↓, p95 ↓): trials {front}")
+    console.print(f"Pareto front (completion ↑, cost/success ↓, p95 ↓): trials {sorted(front)}")
     if data["importances"]:
         console.print(
-            "importances: " + ", ".join(f"{k} {v:.2f}" for k, v in data["importances"].items())
+            "importances: "
+            + ", ".join(f"{param_label(k)} {v:.1%}" for k, v in data["importances"].items())
         )
     ho = data["holdout"]
     if ho:
@@ -312,7 +509,152 @@ def show(
         )
 
 
-@app.command()
+def _storages(storage: str | None) -> list[str]:
+    """The storages ``optimize list`` reads: the one given, or every journal in studies/."""
+    from optimize.storage import STUDIES_DIR, is_url
+
+    if storage:
+        if not is_url(storage) and not Path(storage).is_file():
+            raise InputError(f"--storage: {storage}: no such study journal")
+        # Opening a SQLite URL would create an empty database: say it is missing instead.
+        if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
+            raise InputError(f"--storage: {storage}: no such database file")
+        return [storage]
+    return [str(p) for p in sorted(STUDIES_DIR.glob("*.journal"))]
+
+
+def study_rows(storage: str) -> list[dict[str, Any]]:
+    """One row per study in a storage: trial counts, best value, the holdout winner."""
+    import optuna
+
+    from optimize.objective import Objective
+    from optimize.storage import open_storage, redact
+    from optimize.study import best_so_far, count_trials
+
+    store = open_storage(storage)
+    rows = []
+    for frozen in sorted(store.get_all_studies(), key=lambda f: f.study_name):
+        st = optuna.load_study(study_name=frozen.study_name, storage=store)
+        trials = st.get_trials(deepcopy=False)
+        attrs = st.user_attrs
+        obj = Objective.from_dict(attrs["objective"]) if attrs.get("objective") else None
+        best = best_so_far(trials, obj) if obj is not None else None
+        ho = attrs.get("holdout") or {}
+        rows.append(
+            {
+                "study": frozen.study_name,
+                "storage": redact(storage),
+                "objective": obj.name if obj else None,
+                **count_trials(trials),
+                "best_value": best[0] if best else None,
+                "best_trial": best[1] if best else None,
+                "best_feasible": best[2] if best else None,
+                "holdout_trial": ho.get("best_trial"),
+                "holdout_value": ho.get("holdout_value"),
+            }
+        )
+    return rows
+
+
+@app.command("list", cls=_Command)
+def list_(
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Journal file or database URL (default: every studies/*.journal)."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")] = False,
+) -> None:
+    """Studies in a storage: trial counts and best values.
+
+    trials: simulated (complete or pruned) trials, as --trials counts them;
+    repeats: trials answered from an earlier one with the same config; best: the
+    best complete trial on the training seeds (feasible ones first; for a
+    multi-objective study, by net value); holdout winner: the trial chosen on the
+    held-out seeds and its value there.
+    """
+    warnings.filterwarnings("ignore", module="optuna")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        rows = [r for url in _storages(storage) for r in study_rows(url)]
+    except InputError as exc:
+        fail_cli(str(exc))
+    if json_:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    if not rows:
+        where = storage or "studies/"
+        err.print(f"no studies in {where} (`optimize run TRACES` makes one)")
+        return
+    header = (
+        "study",
+        "storage",
+        "objective",
+        "trials",
+        "complete",
+        "pruned",
+        "failed",
+        "repeats",
+        "best (trial)",
+        "holdout winner",
+    )
+    table = []
+    for r in rows:
+        best = "-"
+        if r["best_value"] is not None:
+            note = "" if r["best_feasible"] else ", infeasible"
+            best = f"{r['best_value']:.4g} ({r['best_trial']}{note})"
+        ho = "-"
+        if r["holdout_value"] is not None:
+            ho = f"{r['holdout_value']:.4g} ({r['holdout_trial']})"
+        table.append(
+            (
+                r["study"],
+                r["storage"],
+                r["objective"] or "-",
+                *(str(r[k]) for k in ("trials", "complete", "pruned", "failed", "duplicates")),
+                best,
+                ho,
+            )
+        )
+    sys.stdout.write("\n".join(_plain_table(header, table, left=3)) + "\n")
+
+
+@app.command(cls=_Command)
+def presets(
+    json_: Annotated[bool, typer.Option("--json/--no-json", help="Print JSON.")] = False,
+) -> None:
+    """The presets (the article's decision matrix): objective, prices, constraints, why."""
+    from dataclasses import asdict
+
+    data = {
+        name: {
+            "description": p.description,
+            "objective": p.objective.name,
+            "value_per_success": p.objective.value_per_success,
+            "latency_cost_per_s": p.objective.latency_cost_per_s,
+            "constraints": {
+                k: v for k, v in asdict(p.objective.constraints).items() if v is not None
+            },
+        }
+        for name, p in PRESETS.items()
+    }
+    if json_:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    lines = []
+    for name, d in data.items():
+        cons = ", ".join(f"{k} {v:g}" for k, v in d["constraints"].items())
+        lines.append(
+            f"{name}: {d['objective']}, value_per_success {d['value_per_success']:g}, "
+            f"latency_cost_per_s {d['latency_cost_per_s']:g}; constraints: {cons}\n"
+            f"  {d['description']}"
+        )
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+@app.command(cls=_Command)
 def export(
     out: Annotated[Path, typer.Option(help="File to write (.yaml, .json or .toml).")],
     study: Annotated[str, typer.Option(help="Study name.")] = "routing",
@@ -321,11 +663,22 @@ def export(
         int | None, typer.Option(help="Trial number (default: the holdout winner).")
     ] = None,
     format_: Annotated[str, typer.Option("--format", help="router | litellm.")] = "router",
+    endpoints: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML: model id -> endpoint (base_url, model, api_key_env, ...); added to "
+            "or replacing the base config's endpoints."
+        ),
+    ] = None,
 ) -> None:
-    """Write a trial's config for the live router (or a LiteLLM proxy)."""
+    """Write a trial's config for the live router (or a LiteLLM proxy).
+
+    Settings are rounded (whole milliseconds, costs to 4 significant digits); the
+    models keep the base config's endpoints, plus or replaced by --endpoints.
+    """
     import optuna
 
-    from optimize.export import FORMATS, write_export
+    from optimize.export import FORMATS, load_endpoints, merge_endpoints, write_export
     from optimize.study import space_of
 
     warnings.filterwarnings("ignore", module="optuna")
@@ -334,6 +687,7 @@ def export(
             raise InputError(
                 f"--format: unknown format {format_!r} (expected one of {', '.join(FORMATS)})"
             )
+        eps = load_endpoints(endpoints) if endpoints else None
         st, _ = _load_study(study, storage)
         space, _, obj = space_of(st)
         if trial is None:
@@ -351,7 +705,10 @@ def export(
         ft = st.trials[trial]
         if ft.state != optuna.trial.TrialState.COMPLETE:
             raise InputError(f"--trial: trial {trial} is {ft.state.name}, not COMPLETE")
-        path = write_export(space.build(ft.params), out, format_)
+        config = space.build(ft.params)
+        if eps:
+            config = merge_endpoints(config, eps)
+        path = write_export(config, out, format_)
     except InputError as exc:
         fail_cli(str(exc))
     err.print(f"wrote trial {trial} as {format_} config to {path}")

@@ -12,18 +12,32 @@ router, so those are taken from the routes (most attempts, longest attempt
 timeout) and the breaker (consecutive failures → ``allowed_fails``, open time →
 ``cooldown_time``). API keys are written as ``os.environ/NAME`` references,
 never as values.
+
+Both formats round the tuned settings to a precision a person would write
+(:func:`round_config`): milliseconds to whole numbers, costs to 4 significant
+digits, rates and seconds to 3. The search space rounds every config it builds
+the same way, so the exported file is exactly the config the study scored.
+
+Endpoints (how to reach each model) are the base config's, and
+:func:`merge_endpoints` adds or replaces them from a mapping of model id to
+:class:`~router.providers.endpoint.Endpoint` (``--endpoints FILE``).
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
-from router import RouterConfig, dump_config
+from router import RouterConfig, config_from_dict, dump_config
 from router.config import ModelProfile, atomic_write_text
 from router.errors import InputError
+from router.providers.endpoint import Endpoint
 
 FORMATS: tuple[str, ...] = ("router", "litellm")
 
@@ -41,6 +55,107 @@ _LITELLM_PREFIX = {
 }
 
 
+# ----------------------------------------------------------------- precision
+def _significant(v: float, digits: int) -> float:
+    """``v`` rounded to ``digits`` significant digits (0 and non-finite values unchanged)."""
+    if v == 0 or not math.isfinite(v):
+        return v
+    return float(f"{v:.{digits}g}")
+
+
+def round_setting(key: str, v: float) -> float:
+    """One setting rounded by what it measures (its name's suffix).
+
+    ``*_ms``: whole milliseconds (3 significant digits below 100 ms); ``*_usd``
+    and ``max_cost_*``: 4 significant digits; ``*_s``, rates and everything
+    else: 3 significant digits. Rounding is monotone, so ``cap >= base`` and
+    ``timeout <= limit`` relations between settings of one kind survive it, and
+    idempotent, so a rounded config rounds to itself.
+    """
+    if key.endswith("_ms"):
+        return float(round(v)) if abs(v) >= 100 else _significant(v, 3)
+    if key.endswith("_usd") or key.startswith("max_cost"):
+        return _significant(v, 4)
+    return _significant(v, 3)
+
+
+def _round_floats(data: Any, key: str = "") -> Any:
+    if isinstance(data, float):
+        return round_setting(key, data)
+    if isinstance(data, dict):
+        # A mapping of names to amounts (budget.per_model_usd) takes its own unit.
+        amounts = key.endswith("_usd")
+        return {k: _round_floats(v, key if amounts else k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_round_floats(v, key) for v in data]
+    return data
+
+
+def round_settings(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict (``model_dump(mode="json")``) with its tunable settings rounded.
+
+    Rounded: every float of ``routes``, ``breaker`` and ``budget``. Model
+    profiles (prices, measured rates) and the other sections are data the user
+    wrote and are left as they are.
+    """
+    out = dict(data)
+    for section in ("routes", "breaker", "budget"):
+        if isinstance(out.get(section), dict):
+            out[section] = _round_floats(out[section], section)
+    return out
+
+
+def round_config(config: RouterConfig) -> RouterConfig:
+    """The config with its tuned settings rounded (see :func:`round_settings`)."""
+    data = round_settings(config.model_dump(mode="json"))
+    return config_from_dict(data, source="rounded config")
+
+
+# ----------------------------------------------------------------- endpoints
+def load_endpoints(path: str | Path) -> dict[str, Endpoint]:
+    """Read a YAML (or JSON) mapping of model id → endpoint; one-line errors name the entry."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InputError(f"--endpoints: {p}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}:" if mark is not None else ""
+        raise InputError(f"--endpoints: {p}:{where} not valid YAML") from None
+    if not isinstance(data, Mapping) or not data:
+        raise InputError(
+            f"--endpoints: {p}: expected a mapping of model id -> endpoint "
+            "(base_url, model, api_key_env, ...)"
+        )
+    out: dict[str, Endpoint] = {}
+    for model_id, spec in data.items():
+        try:
+            out[str(model_id)] = Endpoint.model_validate(spec)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            where = f"{model_id}.{loc}" if loc else str(model_id)
+            raise InputError(f"--endpoints: {p}: {where}: {first['msg']}") from None
+    return out
+
+
+def merge_endpoints(config: RouterConfig, endpoints: Mapping[str, Endpoint]) -> RouterConfig:
+    """The config with these models' endpoints added or replaced (the others kept)."""
+    known = [m.id for m in config.models]
+    for model_id in endpoints:
+        if model_id not in known:
+            raise InputError(
+                f"--endpoints: unknown model {model_id!r} (the config has {', '.join(known)})"
+            )
+    data = config.model_dump(mode="json")
+    for m in data["models"]:
+        if m["id"] in endpoints:
+            m["endpoint"] = json.loads(endpoints[m["id"]].model_dump_json())
+    return config_from_dict(data, source="config with endpoints")
+
+
+# ----------------------------------------------------------------- LiteLLM
 def _litellm_params(m: ModelProfile) -> dict[str, Any]:
     ep = m.endpoint
     if ep is not None and ep.kind == "openai":
@@ -108,9 +223,10 @@ def to_litellm(config: RouterConfig) -> dict[str, Any]:
 
 
 def render(config: RouterConfig, fmt: str, suffix: str = ".yaml") -> str:
-    """The text of an export in ``fmt`` (router: YAML/JSON/TOML by ``suffix``)."""
+    """The text of an export in ``fmt`` (router: YAML/JSON/TOML by ``suffix``), rounded."""
     if fmt not in FORMATS:
         raise InputError(f"--format: unknown format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    config = round_config(config)
     if fmt == "litellm":
         return yaml.safe_dump(to_litellm(config), sort_keys=False)
     kind = {".json": "json", ".toml": "toml"}.get(suffix.lower(), "yaml")

@@ -23,6 +23,12 @@ A study file (:func:`load_space_spec`) may *freeze* any parameter to a value or
 :meth:`SearchSpace.build` turns a parameter dict (a trial's ``params``) into a
 validated ``RouterConfig``: a parameter that is absent takes its frozen value,
 else the base config's value, so any trial can be rebuilt from its params alone.
+Its settings are rounded as an export rounds them
+(:func:`optimize.export.round_settings`: whole milliseconds, 4 significant
+digits of a cost), so the config a trial scored is the config that is exported.
+
+:func:`param_label` names a parameter for a reader ("bug_patch: position of
+gpt-5.4", "breaker: open time (s)").
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from optimize.export import round_settings
 from router import RouterConfig, config_from_dict
 from router.errors import InputError
 from router.task import TASK_TYPES
@@ -45,6 +52,33 @@ from sim.scenario import Scenario
 #: Typical task size used only to rank candidate models (the median Azure code request).
 _RANK_PROMPT_TOKENS = 2048
 _RANK_COMPLETION_TOKENS = 28
+
+
+#: What each parameter suffix means, for :func:`param_label`.
+_LABELS: dict[str, str] = {
+    "length": "chain length",
+    "max_cost_per_task": "cost limit per task ($)",
+    "max_latency_ms": "latency limit (ms)",
+    "attempt_timeout_ms": "attempt timeout (ms)",
+    "attempts_per_model": "attempts per model",
+    "backoff_base_s": "backoff base (s)",
+    "ordering": "ordering (chain or score)",
+    "consecutive_failures": "consecutive failures to open",
+    "failure_rate": "failure rate to open",
+    "open_base_s": "open time (s)",
+}
+
+
+def param_label(name: str) -> str:
+    """A parameter's name for a reader: ``<route>.key.<model>`` is "<route>: position of
+    <model>" (a smaller key puts the model earlier in the chain), ``breaker.open_base_s``
+    is "breaker: open time (s)". Unknown names are returned unchanged."""
+    scope, _, rest = name.partition(".")
+    if rest.startswith("key."):
+        return f"{scope}: position of {rest[len('key.') :]}"
+    if rest in _LABELS:
+        return f"{scope}: {_LABELS[rest]}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -485,7 +519,8 @@ class SearchSpace:
         br["failure_rate"] = float(get("breaker.failure_rate", br["failure_rate"]))
         br["open_base_s"] = float(get("breaker.open_base_s", br["open_base_s"]))
         br["open_cap_s"] = max(br["open_cap_s"], br["open_base_s"])
-        return config_from_dict(data, source="study parameters")
+        # Rounded as an export rounds it: the config scored is the config exported.
+        return config_from_dict(round_settings(data), source="study parameters")
 
     # ------------------------------------------------------------------ exhaustive
     def grid(self) -> Iterator[dict[str, Any]]:

@@ -12,11 +12,19 @@ How a study runs (:func:`run_study`):
    numbers, so trials differ by their config, not by their luck). For a scalar
    objective the running mean is reported after each replication and a median
    pruner stops trials that are already behind.
+   A trial whose config (built from its params, compared by canonical JSON)
+   repeats an earlier COMPLETE trial's is not simulated again: the replay is a
+   function of the config and the seeds, so it gets that trial's values,
+   metrics and constraints, and the user attr ``duplicate_of`` names the
+   trial. Optuna records it like any other (the sampler learns that the point
+   was tried), but it does not count towards ``trials``: a run gives such
+   repeats back, up to ``trials`` of them (beyond that the space looks
+   exhausted, and repeats count like simulated trials so the run ends).
 3. ``--jobs N`` runs N worker processes on the same storage; each takes trial
    slots from a shared counter, so the study ends with exactly the requested
-   number of finished (complete or pruned) trials. Trials left RUNNING by a
-   killed process on this machine are marked FAIL when the study is resumed;
-   every finished trial is kept.
+   number of simulated (complete or pruned, not repeated) trials. Trials left
+   RUNNING by a killed process on this machine are marked FAIL when the study
+   is resumed; every finished trial is kept.
 4. The top ``top_k`` distinct feasible trials (for ``multi``: Pareto points,
    ranked by net value) and the base config are re-run on ``holdout_replications``
    held-out seeds (``seed + 10000 + i``, never used in training) and on the
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import math
 import multiprocessing as mp
 import os
@@ -52,6 +61,15 @@ from sim.trace import ReplayColumns
 
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
 HOLDOUT_SEED_OFFSET = 10_000
+#: Metrics compared between the winner and the base config, paired by held-out seed
+#: (and the direction that is better).
+PAIRED_METRICS: tuple[tuple[str, str], ...] = (
+    ("completion_rate", "maximize"),
+    ("cost_per_task", "minimize"),
+    ("latency_mean_s", "minimize"),
+    ("latency_p95_s", "minimize"),
+    ("breaker_trips", "minimize"),
+)
 Traces = Sequence[tuple[str, ReplayColumns]]
 
 
@@ -80,6 +98,12 @@ class Evaluator:
 def mean_metrics(summaries: Sequence[dict[str, Any]]) -> dict[str, float]:
     """Per-metric mean over replications (scalar summary keys only)."""
     return {k: float(np.mean([s[k] for s in summaries])) for k in SCALAR_KEYS}
+
+
+def config_key(config: RouterConfig) -> str:
+    """A digest of the config's canonical JSON: equal configs, equal keys."""
+    text = json.dumps(config.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ----------------------------------------------------------------- settings
@@ -156,12 +180,35 @@ def _derived_seed(*parts: int) -> int:
 # ----------------------------------------------------------------- trial objective
 @dataclass
 class _Context:
-    """What a worker needs; inherited by forked workers, never pickled."""
+    """What a worker needs; inherited by forked workers, never pickled.
+
+    ``repeats`` is the shared count of repeated trials this run may still give
+    back to the slot counter; ``keys`` memoises config keys of trials stored
+    without one; ``repeated`` says whether this process's last trial was a repeat.
+    """
 
     settings: StudySettings
     space: SearchSpace
     evaluator: Evaluator
     storage: str
+    repeats: Any = None
+    keys: dict[int, str] = field(default_factory=dict)
+    repeated: bool = False
+
+
+def _earlier_twin(ctx: _Context, study: Any, key: str, number: int) -> Any | None:
+    """The first COMPLETE, simulated trial before ``number`` whose config has ``key``."""
+    import optuna
+
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.number >= number or "duplicate_of" in t.user_attrs:
+            continue
+        k = t.user_attrs.get("config_key") or ctx.keys.get(t.number)
+        if k is None:  # a trial stored before config keys were recorded
+            k = ctx.keys[t.number] = config_key(ctx.space.build(t.params))
+        if k == key:
+            return t
+    return None
 
 
 def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
@@ -169,8 +216,22 @@ def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
 
     s = ctx.settings
     obj = s.objective
+    ctx.repeated = False
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     config = ctx.space.suggest(trial)
+    key = config_key(config)
+    trial.set_user_attr("config_key", key)
+    twin = _earlier_twin(ctx, trial.study, key, trial.number)
+    if twin is not None:
+        # Same config, same seeds: the replay would give the same numbers.
+        ctx.repeated = True
+        trial.set_user_attr("duplicate_of", twin.number)
+        for attr in ("metrics", "seed_values"):
+            if attr in twin.user_attrs:
+                trial.set_user_attr(attr, twin.user_attrs[attr])
+        for name, v in twin.constraints.items():
+            trial.set_constraint(name, v)
+        return list(twin.values) if obj.multi else float(twin.value)
     summaries: list[dict[str, Any]] = []
     values: list[float] = []
     for r in range(s.replications):
@@ -198,13 +259,92 @@ def _finished(study: Any) -> list[Any]:
     return study.get_trials(deepcopy=False, states=states)
 
 
+def _simulated(study: Any) -> list[Any]:
+    """Finished trials that were simulated (not answered from an earlier twin)."""
+    return [t for t in _finished(study) if "duplicate_of" not in t.user_attrs]
+
+
+def count_trials(trials: Sequence[Any]) -> dict[str, int]:
+    """Trial counts by state; ``trials`` counts the simulated finished ones, as
+    ``--trials`` does, and ``duplicates`` the repeats answered without simulating."""
+    import optuna
+
+    S = optuna.trial.TrialState
+    repeat = ["duplicate_of" in t.user_attrs for t in trials]
+    finished = [t.state in (S.COMPLETE, S.PRUNED) for t in trials]
+    return {
+        "trials": sum(f and not r for f, r in zip(finished, repeat, strict=True)),
+        "complete": sum(t.state == S.COMPLETE for t in trials),
+        "pruned": sum(t.state == S.PRUNED for t in trials),
+        "failed": sum(t.state == S.FAIL for t in trials),
+        "running": sum(t.state == S.RUNNING for t in trials),
+        "waiting": sum(t.state == S.WAITING for t in trials),
+        "duplicates": sum(f and r for f, r in zip(finished, repeat, strict=True)),
+    }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What :func:`run_study` reports as trials finish.
+
+    ``done`` counts simulated finished trials (repeats excluded) against
+    ``total``; ``best_value`` is the best objective value (``multi``: net value)
+    of a complete trial, ``best_trial`` its number, ``feasible`` whether it
+    holds the constraints (infeasible only while no trial does). ``metric``
+    names the value.
+    """
+
+    done: int
+    total: int
+    metric: str
+    best_value: float | None = None
+    best_trial: int | None = None
+    feasible: bool = True
+    duplicates: int = 0
+
+
+def best_so_far(trials: Sequence[Any], objective: Objective) -> tuple[float, int, bool] | None:
+    """(value, trial number, feasible) of the best complete trial, feasible ones first.
+
+    Scalar objectives compare the trial's value; ``multi`` its net value. Ties go
+    to the lower trial number.
+    """
+    import optuna
+
+    best: tuple[bool, float, int] | None = None
+    for t in trials:
+        if t.state != optuna.trial.TrialState.COMPLETE or "metrics" not in t.user_attrs:
+            continue
+        v = objective.value(t.user_attrs["metrics"]) if objective.multi else float(t.value)
+        ok = all(c <= 0 for c in t.constraints.values())
+        if best is None or (ok, v, -t.number) > (best[0], best[1], -best[2]):
+            best = (ok, v, t.number)
+    return None if best is None else (best[1], best[2], best[0])
+
+
+def _progress(study: Any, settings: StudySettings) -> Progress:
+    trials = study.get_trials(deepcopy=False)
+    counts = count_trials(trials)
+    obj = settings.objective
+    best = best_so_far(trials, obj)
+    metric = "net_value" if obj.multi else obj.name
+    if best is None:
+        return Progress(counts["trials"], settings.trials, metric, duplicates=counts["duplicates"])
+    return Progress(
+        counts["trials"], settings.trials, metric, *best, duplicates=counts["duplicates"]
+    )
+
+
 def _worker(
     ctx: _Context,
     worker: int,
     slots: Any,
     callback: Callable[[Any, Any], None] | None = None,
 ) -> None:
-    """Run trials until the shared slot counter is empty (or the study is full)."""
+    """Run trials until the shared slot counter is empty (or the study is full).
+
+    A repeated trial gives its slot back while ``ctx.repeats`` allows.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -228,9 +368,16 @@ def _worker(
                 return
             slots.value -= 1
         # Workers on other machines share the study: stop once it holds enough trials.
-        if len(_finished(study)) >= s.trials:
+        if len(_simulated(study)) >= s.trials:
             return
+        ctx.repeated = False
         study.optimize(lambda t: _evaluate_trial(ctx, t), n_trials=1, callbacks=callbacks)
+        if ctx.repeated and ctx.repeats is not None:
+            with ctx.repeats.get_lock():
+                if ctx.repeats.value > 0:
+                    ctx.repeats.value -= 1
+                    with slots.get_lock():
+                        slots.value += 1
 
 
 def _fail_stale_trials(study: Any) -> int:
@@ -419,7 +566,7 @@ def select_candidates(
     out: list[Candidate] = []
     for t in ranked:
         cfg = space.build(t.params)
-        key = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+        key = config_key(cfg)
         if key in seen:
             continue
         seen.add(key)
@@ -468,6 +615,11 @@ def holdout(
     win = max(feasible, key=lambda r: r["mean"])
     m, h = mean_ci(win["values"])
     diff = paired_difference(base_vals, win["values"])
+    win_runs = cand_runs[rows.index(win)]
+    paired = {
+        k: paired_difference([b[k] for b in base_runs], [w[k] for w in win_runs])
+        for k, _ in PAIRED_METRICS
+    }
     return {
         "best_trial": win["trial"],
         "holdout_value": m,
@@ -483,6 +635,8 @@ def holdout(
         "base_metrics": mean_metrics(base_runs),
         "base_values": base_vals,
         "values": win["values"],
+        # Per metric: base mean (a), winner mean (b), paired b - a and its 95% CI.
+        "paired": paired,
         "candidates": [
             {k: r[k] for k in ("trial", "train_value", "mean", "feasible")} for r in rows
         ],
@@ -506,14 +660,17 @@ def run_study(
     settings: StudySettings,
     *,
     holdout_traces: Traces | None = None,
-    progress: Callable[[int, int, float | None], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
 ) -> StudyReport:
-    """Run (or resume) a study to ``settings.trials`` finished trials, then the holdout.
+    """Run (or resume) a study to ``settings.trials`` simulated trials, then the holdout.
 
-    ``progress(done, total, best)`` is called as trials finish.
+    ``progress`` is called with a :class:`Progress` as trials finish. The summary's
+    ``seconds`` is this call's wall time; ``seconds_study`` and ``seconds_holdout``
+    its two phases.
     """
     import optuna
 
+    started = time.perf_counter()
     settings.check()
     evaluator = Evaluator(traces, scenario)
     space = SearchSpace(
@@ -529,31 +686,31 @@ def run_study(
     # Resuming: use the space the study was made with (its candidates were ranked then).
     space, _, _ = space_of(study)
     _fail_stale_trials(study)
-    ctx = _Context(settings, space, evaluator, settings.storage)
-    remaining = max(0, settings.trials - len(_finished(study)))
-    started = time.perf_counter()
-
-    def best_value(st: Any) -> float | None:
-        if settings.objective.multi:
-            return None
-        try:
-            return float(st.best_value)
-        except ValueError:
-            return None
-
+    remaining = max(0, settings.trials - len(_simulated(study)))
+    study_started = time.perf_counter()
     if remaining:
         if settings.jobs == 1 or "fork" not in mp.get_all_start_methods():
             slots = mp.Value("i", remaining)
+            ctx = _Context(
+                settings, space, evaluator, settings.storage, repeats=mp.Value("i", settings.trials)
+            )
 
             def on_trial(st: Any, _t: Any) -> None:
                 if progress is not None:
-                    progress(len(_finished(st)), settings.trials, best_value(st))
+                    progress(_progress(st, settings))
 
             _worker(ctx, 0, slots, on_trial)
         else:
-            _run_parallel(ctx, remaining, progress, best_value)
+            ctx = _Context(
+                settings,
+                space,
+                evaluator,
+                settings.storage,
+                repeats=mp.get_context("fork").Value("i", settings.trials),
+            )
+            _run_parallel(ctx, remaining, progress)
     study = optuna.load_study(study_name=settings.study, storage=open_storage(settings.storage))
-    elapsed = time.perf_counter() - started
+    holdout_started = time.perf_counter()
     ho_eval = Evaluator(holdout_traces, scenario) if holdout_traces else evaluator
     result = holdout(
         study,
@@ -568,7 +725,8 @@ def run_study(
     )
     result["holdout_traces"] = ho_eval.fingerprint()
     study.set_user_attr("holdout", result)
-    finished = _finished(study)
+    done = time.perf_counter()
+    counts = count_trials(study.get_trials(deepcopy=False))
     summary = {
         "study": settings.study,
         "storage": redact(settings.storage),
@@ -582,21 +740,24 @@ def run_study(
         "improvement_ci_high": result["improvement_ci_high"],
         "base_value": result["base_value"],
         "feasible": result["feasible"],
-        "trials": len(finished),
-        "complete": sum(t.state == optuna.trial.TrialState.COMPLETE for t in finished),
-        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in finished),
-        "seconds": round(elapsed, 3),
+        "holdout_seeds": len(result["holdout_seeds"]),
+        "trials": counts["trials"],
+        "complete": counts["complete"],
+        "pruned": counts["pruned"],
+        "failed": counts["failed"],
+        "duplicates": counts["duplicates"],
+        "seconds": round(done - started, 3),
+        "seconds_study": round(holdout_started - study_started, 3),
+        "seconds_holdout": round(done - holdout_started, 3),
         "metrics": result["metrics"],
         "base_metrics": result["base_metrics"],
+        "paired": result["paired"],
     }
     return StudyReport(summary, study, space, result)
 
 
 def _run_parallel(
-    ctx: _Context,
-    remaining: int,
-    progress: Callable[[int, int, float | None], None] | None,
-    best_value: Callable[[Any], float | None],
+    ctx: _Context, remaining: int, progress: Callable[[Progress], None] | None
 ) -> None:
     """Fork ``jobs`` workers on the shared storage; poll it for progress until they end."""
     import optuna
@@ -615,7 +776,7 @@ def _run_parallel(
             for p in procs:
                 p.join(timeout=0.5)
             if progress is not None:
-                progress(len(_finished(watcher)), ctx.settings.trials, best_value(watcher))
+                progress(_progress(watcher, ctx.settings))
     finally:
         for p in procs:
             if p.is_alive():

@@ -668,6 +668,7 @@ class TaskRun:
             self.skips,
             error,
             detail,
+            self.order[0].id if self.order else None,
         )
         self.result = result
         return Finish(result)

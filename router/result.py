@@ -87,6 +87,8 @@ class TaskResult:
     start to its end, waits included; ``cost_usd`` the sum of its attempts' costs.
     Skip reasons also include ``quality`` (observed completion below the route's
     ``min_observed_completion``).
+    ``first_candidate`` is the model the route would have called first for this
+    task (its chain's head, or the best-scored model with ``ordering: score``).
     """
 
     __slots__ = (
@@ -103,6 +105,7 @@ class TaskResult:
         "skips",
         "error",
         "detail",
+        "first_candidate",
     )
 
     def __init__(
@@ -120,6 +123,7 @@ class TaskResult:
         skips: list[tuple[str, str]],
         error: str | None,
         detail: str | None = None,
+        first_candidate: str | None = None,
     ) -> None:
         self.task_id = task_id
         self.task_type = task_type
@@ -134,6 +138,7 @@ class TaskResult:
         self.skips = skips
         self.error = error
         self.detail = detail
+        self.first_candidate = first_candidate
 
     @property
     def models_tried(self) -> list[str]:
@@ -146,10 +151,20 @@ class TaskResult:
 
     @property
     def fell_back(self) -> bool:
-        """True when more than one model was called for this task."""
-        attempts = self.attempts
-        first = attempts[0].model if attempts else None
-        return any(a.model != first for a in attempts)
+        """True when the task was completed by a model other than its route's first
+        candidate, whatever the reason (the first failed, or was skipped for its
+        breaker, cost, latency...)."""
+        return self.success and self.model != self.first_candidate
+
+    @property
+    def retried(self) -> bool:
+        """True when some model was called more than once for this task."""
+        seen: set[str] = set()
+        for a in self.attempts:
+            if a.model in seen:
+                return True
+            seen.add(a.model)
+        return False
 
     @property
     def final_attempt(self) -> Attempt | None:

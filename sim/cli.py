@@ -189,6 +189,26 @@ def _print_summary(summary: dict, out: Path | None) -> None:
         table.add_row(key, text)
     console = Console()
     console.print(table)
+    failures = summary.get("failures") or {}
+    if failures:
+        causes = summary.get("no_candidate_causes") or {}
+        parts = []
+        for reason, count in sorted(failures.items(), key=lambda kv: -kv[1]):
+            text = f"{reason} {count:,.6g}"
+            if reason == "no_candidate" and causes:
+                text += " (" + ", ".join(f"{c} {k:,.6g}" for c, k in causes.items()) + ")"
+            parts.append(text)
+        console.print("  failures: " + "; ".join(parts))
+    per_route = summary.get("per_route") or {}
+    if len(per_route) > 1:
+        for name, r in per_route.items():
+            why = ", ".join(f"{k} {v:,.6g}" for k, v in r["failures"].items())
+            console.print(
+                f"  route {name}: {r['tasks']:,.6g} tasks, completion "
+                f"{r['completion_rate']:.3f}" + (f" (failures: {why})" if why else "")
+            )
+    if summary.get("diagnosis"):
+        console.print(f"  diagnosis: {summary['diagnosis']}")
     per_trace = summary.get("per_trace", {})
     if len(per_trace) > 1:
         for name, s in per_trace.items():

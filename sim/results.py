@@ -5,15 +5,30 @@ A :class:`ResultSink` receives every finished task. It keeps compact columns
 streams the full per-task records to Parquet in chunks, so a million-task
 replay holds tens of megabytes, not gigabytes.
 
-Summary keys (:func:`summarize`): ``tasks``, ``completed``, ``completion_rate``,
-``cost_usd``, ``cost_per_task``, ``cost_per_success``, ``latency_mean_s``,
-``latency_p50_s``, ``latency_p95_s``, ``latency_p99_s`` (end-to-end task latency,
-waits and failover included, over all tasks), ``throughput_per_hour`` (completed tasks per
-hour between the first arrival and the last finish), ``fallback_rate`` (share of
-tasks that called more than one model), ``breaker_trips``,
-``budget_rejections`` (tasks that had a candidate skipped for budget) and
-``per_model`` (``share`` of completed tasks it served, ``spend``, ``calls``,
-``error_rate`` = failed calls / calls).
+Summary keys (:func:`summarize`):
+
+* ``tasks``, ``completed``, ``completion_rate``, ``cost_usd``, ``cost_per_task``,
+  ``cost_per_success``;
+* ``latency_mean_s``, ``latency_p50_s``, ``latency_p95_s``, ``latency_p99_s``: end-to-end
+  latency (waits and failover included) of the *successful* tasks only — a task that
+  fails fast is not a fast task, so failing can never improve these;
+* ``time_to_failure_mean_s``, ``time_to_failure_p95_s``: how long failed tasks took to
+  fail (0 when none failed); ``failed`` counts them;
+* ``throughput_per_hour`` (completed tasks per hour between the first arrival and the
+  last finish);
+* ``fallback_rate``: share of tasks completed by a model other than their route's first
+  candidate, whatever the reason (the first failed or was skipped); ``retry_rate``:
+  share of tasks that called some model more than once;
+* ``failures``: failed tasks by reason (``exhausted``, ``no_candidate``, ``deadline``,
+  ``content_filter``, ``bad_spec``, ...); ``no_candidate_causes``: the no_candidate
+  tasks by the skip reasons that emptied their route (``breaker_open``,
+  ``budget+cost``...);
+* ``per_route``: per route ``tasks``, ``completed``, ``completion_rate``,
+  ``failures``; ``diagnosis``: one line naming the largest cause of failure when
+  completion is below 0.95 (else null);
+* ``breaker_trips``, ``budget_rejections`` (tasks that had a candidate skipped for
+  budget), ``budget_alerts``, and ``per_model`` (``share`` of completed tasks it
+  served, ``spend``, ``calls``, ``error_rate`` = failed calls / calls).
 """
 
 from __future__ import annotations
@@ -52,6 +67,35 @@ TASK_SCHEMA = pa.schema(
     ]
 )
 
+#: Why a failed task failed (TaskResult.error); index 0 is "succeeded".
+ERRORS: tuple[str, ...] = (
+    "",
+    "exhausted",
+    "no_candidate",
+    "deadline",
+    "content_filter",
+    "bad_spec",
+    "cancelled",
+    "error",
+    "other",
+)
+_ERROR_CODE = {e: i for i, e in enumerate(ERRORS)}
+#: Skip reasons, one bit each in the ``cause`` column of a no_candidate task.
+SKIP_REASONS: tuple[str, ...] = (
+    "preview",
+    "deprecated",
+    "context",
+    "cost",
+    "latency",
+    "quality",
+    "deadline",
+    "breaker_open",
+    "budget",
+)
+_SKIP_BIT = {r: 1 << i for i, r in enumerate(SKIP_REASONS)}
+#: Completion below this gets a one-line diagnosis in the summary.
+DIAGNOSE_BELOW = 0.95
+
 SCALAR_KEYS: tuple[str, ...] = (
     "tasks",
     "completed",
@@ -63,8 +107,11 @@ SCALAR_KEYS: tuple[str, ...] = (
     "latency_p50_s",
     "latency_p95_s",
     "latency_p99_s",
+    "time_to_failure_mean_s",
+    "time_to_failure_p95_s",
     "throughput_per_hour",
     "fallback_rate",
+    "retry_rate",
     "breaker_trips",
     "budget_rejections",
     "budget_alerts",
@@ -98,6 +145,12 @@ class ResultSink:
         self.fell_back = bytearray()
         self.budget_hit = bytearray()
         self.model = array("h")  # final model index, -1 when failed
+        self.retried = bytearray()
+        self.error = bytearray()  # index into ERRORS
+        self.cause = array("H")  # no_candidate: bitmask of SKIP_REASONS, else 0
+        self.route_names: list[str] = []
+        self._route_code: dict[str, int] = {}
+        self.route = array("h")
         self._rows: list[TaskResult] = []
 
     def add(self, r: TaskResult) -> None:
@@ -105,17 +158,32 @@ class ResultSink:
         self.latency.append(r.latency_s)
         self.cost.append(r.cost_usd)
         self.success.append(r.success)
+        self.fell_back.append(r.success and r.model != r.first_candidate)
         attempts = r.attempts
-        first = attempts[0].model if attempts else None
-        fb = False
-        for a in attempts:
-            if a.model != first:
-                fb = True
-                break
-        self.fell_back.append(fb)
+        retried = False
+        if len(attempts) > 1:
+            seen = set()
+            for a in attempts:
+                if a.model in seen:
+                    retried = True
+                    break
+                seen.add(a.model)
+        self.retried.append(retried)
         skips = r.skips
         self.budget_hit.append(any(reason == "budget" for _, reason in skips) if skips else False)
         self.model.append(self.model_index[r.model] if r.model is not None else -1)
+        code = 0 if r.success else _ERROR_CODE.get(r.error or "other", 8)
+        self.error.append(code)
+        cause = 0
+        if code == 2:  # no_candidate: which skip reasons emptied the route
+            for _, reason in skips:
+                cause |= _SKIP_BIT.get(reason, 0)
+        self.cause.append(cause)
+        rc = self._route_code.get(r.route)
+        if rc is None:
+            rc = self._route_code[r.route] = len(self.route_names)
+            self.route_names.append(r.route)
+        self.route.append(rc)
         if self.writer is not None:
             self._rows.append(r)
             if len(self._rows) >= self.CHUNK:
@@ -149,6 +217,7 @@ class ResultSink:
                 "skips": [",".join(f"{m}:{why}" for m, why in r.skips) for r in rows],
                 "error": [r.error for r in rows],
                 "fell_back": [r.fell_back for r in rows],
+                "first_candidate": [r.first_candidate for r in rows],
             },
             schema=TASK_SCHEMA,
         )
@@ -165,6 +234,15 @@ class ResultSink:
             "fell_back": np.frombuffer(bytes(self.fell_back), dtype=np.bool_),
             "budget_hit": np.frombuffer(bytes(self.budget_hit), dtype=np.bool_),
             "model": np.frombuffer(self.model, dtype=np.int16),
+            "retried": np.frombuffer(bytes(self.retried), dtype=np.bool_),
+            "error": np.frombuffer(bytes(self.error), dtype=np.uint8),
+            "cause": np.frombuffer(self.cause, dtype=np.uint16),
+            # Route names, not codes: arrays of several sinks concatenate correctly.
+            "route": np.asarray(self.route_names, dtype=object)[
+                np.frombuffer(self.route, dtype=np.int16)
+            ]
+            if self.route_names
+            else np.empty(0, dtype=object),
         }
 
 
@@ -189,15 +267,25 @@ def summarize(
     n = int(arrays["latency_s"].size)
     success = arrays["success"]
     completed = int(success.sum())
+    failed = n - completed
     cost = float(arrays["cost_usd"].sum())
     lat = arrays["latency_s"]
+    ok_lat = lat[success]
+    if completed:
+        p50, p95, p99 = (float(x) for x in np.percentile(ok_lat, [50, 95, 99]))
+        mean_ok = float(ok_lat.mean())
+    else:
+        p50 = p95 = p99 = mean_ok = 0.0
+    if failed:
+        bad_lat = lat[~success]
+        ttf_mean, ttf_p95 = float(bad_lat.mean()), float(np.percentile(bad_lat, 95))
+    else:
+        ttf_mean = ttf_p95 = 0.0
     if n:
-        p50, p95, p99 = (float(x) for x in np.percentile(lat, [50, 95, 99]))
         first = float(arrays["started_s"].min())
         last = float((arrays["started_s"] + lat).max())
         hours = max(last - first, 1e-9) / 3600.0
     else:
-        p50 = p95 = p99 = 0.0
         hours = 0.0
     served = np.bincount(arrays["model"][arrays["model"] >= 0], minlength=len(model_ids))
     per_model = {}
@@ -210,24 +298,101 @@ def summarize(
             "calls": int(calls[i]),
             "error_rate": _f(failures[i] / calls[i]) if calls[i] else 0.0,
         }
+    errors = arrays.get("error")
+    failures_by, causes, per_route = (
+        _failure_breakdown(arrays) if errors is not None else ({}, {}, {})
+    )
+    completion = completed / n if n else 0.0
     return {
         "tasks": n,
         "completed": completed,
-        "completion_rate": _f(completed / n) if n else 0.0,
+        "failed": failed,
+        "completion_rate": _f(completion),
         "cost_usd": _f(cost),
         "cost_per_task": _f(cost / n) if n else 0.0,
         "cost_per_success": _f(cost / completed) if completed else (math.inf if cost else 0.0),
-        "latency_mean_s": _f(float(lat.mean())) if n else 0.0,
+        "latency_mean_s": _f(mean_ok),
         "latency_p50_s": _f(p50),
         "latency_p95_s": _f(p95),
         "latency_p99_s": _f(p99),
+        "time_to_failure_mean_s": _f(ttf_mean),
+        "time_to_failure_p95_s": _f(ttf_p95),
         "throughput_per_hour": _f(completed / hours) if hours else 0.0,
         "fallback_rate": _f(float(arrays["fell_back"].mean())) if n else 0.0,
+        "retry_rate": _f(float(arrays["retried"].mean())) if n and "retried" in arrays else 0.0,
         "breaker_trips": int(breaker_trips),
         "budget_rejections": int(arrays["budget_hit"].sum()),
         "budget_alerts": int(budget_alerts),
+        "failures": failures_by,
+        "no_candidate_causes": causes,
+        "per_route": per_route,
+        "diagnosis": _diagnose(completion, failed, failures_by, causes, per_route, arrays),
         "per_model": per_model,
     }
+
+
+def _cause_name(mask: int) -> str:
+    return "+".join(r for r, bit in _SKIP_BIT.items() if mask & bit) or "none"
+
+
+def _failure_breakdown(
+    arrays: dict[str, np.ndarray],
+) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Any]]]:
+    """Failed tasks by reason, no_candidate tasks by cause, and per-route figures."""
+    errors = arrays["error"]
+    codes, counts = np.unique(errors[errors > 0], return_counts=True)
+    failures_by = {ERRORS[int(c)]: int(k) for c, k in zip(codes, counts, strict=True)}
+    cause = arrays["cause"][errors == 2]
+    masks, mcounts = np.unique(cause, return_counts=True)
+    causes = {_cause_name(int(m)): int(k) for m, k in zip(masks, mcounts, strict=True)}
+    per_route: dict[str, dict[str, Any]] = {}
+    routes = arrays["route"]
+    if routes.size:
+        names, inverse = np.unique(routes.astype(str), return_inverse=True)
+        for j, name in enumerate(names.tolist()):
+            mask = inverse == j
+            tasks = int(mask.sum())
+            done = int(arrays["success"][mask].sum())
+            errs = errors[mask]
+            rc, rk = np.unique(errs[errs > 0], return_counts=True)
+            per_route[name] = {
+                "tasks": tasks,
+                "completed": done,
+                "completion_rate": _f(done / tasks) if tasks else 0.0,
+                "failures": {ERRORS[int(c)]: int(k) for c, k in zip(rc, rk, strict=True)},
+            }
+    return failures_by, causes, per_route
+
+
+def _diagnose(
+    completion: float,
+    failed: int,
+    failures_by: dict[str, int],
+    causes: dict[str, int],
+    per_route: dict[str, dict[str, Any]],
+    arrays: dict[str, np.ndarray],
+) -> str | None:
+    """One line naming the largest single cause of failure, when completion is low."""
+    if not failed or completion >= DIAGNOSE_BELOW or "route" not in arrays:
+        return None
+    errors, routes = arrays["error"], arrays["route"].astype(str)
+    keys = np.char.add(np.char.add(routes[errors > 0], "|"), errors[errors > 0].astype(str))
+    cause = arrays["cause"][errors > 0]
+    keys = np.char.add(np.char.add(keys, "|"), cause.astype(str))
+    values, counts = np.unique(keys, return_counts=True)
+    top = int(np.argmax(counts))
+    route, code, mask = values[top].split("|")
+    share = counts[top] / failed
+    error = ERRORS[int(code)]
+    if error == "no_candidate":
+        what = f"every model of {route} skipped as {_cause_name(int(mask))}"
+    elif error == "exhausted":
+        what = f"every model of {route} tried and failed"
+    elif error == "deadline":
+        what = f"{route} ran out of its max_latency_ms before a candidate fit"
+    else:
+        what = f"{route} ended as {error}"
+    return f"{share:.0%} of failures: {what}"
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -261,6 +426,27 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
         }
         for mid in models
     }
+    out["failed"] = _f(float(np.mean([r.get("failed", 0) for r in runs])))
+    for key in ("failures", "no_candidate_causes"):
+        names = sorted({k for r in runs for k in r.get(key, {})})
+        # Mean count per replication, like every other figure here.
+        out[key] = {k: _f(float(np.mean([r.get(key, {}).get(k, 0) for r in runs]))) for k in names}
+    routes = sorted({k for r in runs for k in r.get("per_route", {})})
+    out["per_route"] = {}
+    for name in routes:
+        rows = [r.get("per_route", {}).get(name) for r in runs]
+        rows = [row for row in rows if row is not None]
+        reasons = sorted({k for row in rows for k in row["failures"]})
+        out["per_route"][name] = {
+            "tasks": _f(float(np.mean([row["tasks"] for row in rows]))),
+            "completed": _f(float(np.mean([row["completed"] for row in rows]))),
+            "completion_rate": _f(float(np.mean([row["completion_rate"] for row in rows]))),
+            "failures": {
+                k: _f(float(np.mean([row["failures"].get(k, 0) for row in rows]))) for k in reasons
+            },
+        }
+    seen = [r.get("diagnosis") for r in runs if r.get("diagnosis")]
+    out["diagnosis"] = max(set(seen), key=seen.count) if seen else None
     out["replications"] = len(runs)
     out["ci"] = ci
     return out

@@ -1,33 +1,48 @@
-"""The ``optimize`` command: run --json, show, export, bad input, and SIGKILL then resume."""
+"""The ``optimize`` command: run (--json and plain), list, show, export, presets, help,
+bad input, and SIGKILL then resume."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
-from optimize import open_storage
-from router import load_config
+from optimize import PRESETS, open_storage
+from router import load_config, load_seed_config
 from router.live import Router
 
 FAST = ["--replications", "1", "--holdout-replications", "2", "--top-k", "1"]
 
 
-def optimize(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def optimize(*args: str, cwd: Path, columns: int = 80) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "optimize.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "COLUMNS": str(columns)},
     )
+
+
+def endpoints_file(path: Path) -> Path:
+    """An endpoint for every model of the seed config (a local OpenAI-compatible URL)."""
+    eps = {
+        m.id: {"base_url": "http://127.0.0.1:9/v1", "model": m.id, "api_key_env": "LOCAL_KEY"}
+        for m in load_seed_config().models
+    }
+    path.write_text(yaml.safe_dump(eps))
+    return path
 
 
 def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> None:
@@ -38,6 +53,10 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
     assert summary["storage"] == "studies/routing.journal"
     assert summary["objective"] == "net_value"
     assert summary["trials"] == 6
+    assert summary["duplicates"] == 0 and summary["holdout_seeds"] == 2
+    # seconds is the whole command; its parts are the study, the holdout and the figures.
+    parts = summary["seconds_study"] + summary["seconds_holdout"] + summary["seconds_figures"]
+    assert 0 < parts <= summary["seconds"]
     for key in (
         "best_trial",
         "holdout_value",
@@ -53,6 +72,9 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "summary.json").read_text()) == summary
     tuned = load_config(out / "tuned.yaml")
+    text = (out / "tuned.yaml").read_text()
+    tuned_part = text[text.index("\nroutes:") :]  # routes, breaker, budget: the tuned settings
+    assert not re.search(r"\d\.\d{6,}", tuned_part), "unrounded floats in tuned.yaml"
 
     res = optimize("show", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -61,13 +83,127 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
     assert shown["holdout"]["best_trial"] == summary["best_trial"]
     assert shown["pareto_front"]
 
-    res = optimize("export", "--out", "best.yaml", cwd=tmp_path)
+    res = optimize("list", "--json", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert load_config(tmp_path / "best.yaml") == tuned
-    assert Router.from_config(tmp_path / "best.yaml").config == tuned
+    (row,) = json.loads(res.stdout)
+    assert {k: row[k] for k in ("study", "storage", "objective", "trials", "duplicates")} == {
+        "study": "routing",
+        "storage": "studies/routing.journal",
+        "objective": "net_value",
+        "trials": 6,
+        "duplicates": 0,
+    }
+    assert row["complete"] + row["pruned"] == 6 and row["failed"] == 0
+    assert row["holdout_trial"] == summary["best_trial"]
+    assert row["holdout_value"] == summary["holdout_value"]
+    complete = [t for t in shown["best"] if t["feasible"]]
+    assert (row["best_value"], row["best_trial"]) == (complete[0]["value"], complete[0]["trial"])
+    res = optimize("list", cwd=tmp_path, columns=200)
+    assert res.returncode == 0, res.stderr
+    header, line = res.stdout.splitlines()
+    assert header.split()[:3] == ["study", "storage", "objective"]
+    assert line.split()[:4] == ["routing", "studies/routing.journal", "net_value", "6"]
+
+    eps = endpoints_file(tmp_path / "endpoints.yaml")
+    res = optimize("export", "--out", "best.yaml", "--endpoints", str(eps), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    best = load_config(tmp_path / "best.yaml")
+    assert best.routes == tuned.routes and best.breaker == tuned.breaker
+    assert {m.id: m.endpoint.base_url for m in best.models} == {
+        m.id: "http://127.0.0.1:9/v1" for m in tuned.models
+    }
+    assert Router.from_config(tmp_path / "best.yaml").config == best
     res = optimize("export", "--trial", "0", "--format", "litellm", "--out", "l.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "router_settings:" in (tmp_path / "l.yaml").read_text()
+
+
+def test_run_without_a_terminal_prints_progress_lines_and_the_summary(
+    tmp_path: Path, small_trace_file: Path
+) -> None:
+    eps = endpoints_file(tmp_path / "endpoints.yaml")
+    args = ["run", str(small_trace_file), "--trials", "5", "--progress-every", "2", *FAST]
+    res = optimize(*args, "--endpoints", str(eps), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "studies" / "routing" / "summary.json").read_text())
+    lines = res.stdout.splitlines()
+    assert lines[0] == (
+        f"study routing: 5 trials on {small_trace_file.name}, objective net_value, "
+        "storage studies/routing.journal"
+    )
+    progress = [ln for ln in lines if re.match(r"trial \d+/5: ", ln)]
+    assert [int(ln.split()[1].split("/")[0]) for ln in progress] == [2, 4, 5]
+    for ln in progress:
+        assert re.fullmatch(r"trial \d/5: best net_value 0\.\d+ \(trial \d\)", ln), ln
+    assert lines[1 : len(progress) + 2] == [
+        *progress,
+        "holdout: re-running the top 1 trials and the base config on 2 held-out seeds",
+    ]
+    n = len(progress) + 1  # the lines before the summary
+    assert lines[n + 1].startswith("study routing: 5 trials (")
+    assert lines[n + 2] == (f"winner: trial {summary['best_trial']}, chosen on 2 held-out seeds")
+    assert lines[n + 3].split() == [
+        "held-out",
+        "seeds",
+        "base",
+        "tuned",
+        "tuned",
+        "-",
+        "base",
+        "[95%",
+        "CI]",
+    ]
+    assert lines[n + 4].split()[:3] == [
+        "net_value",
+        f"{summary['base_value']:.4g}",
+        f"{summary['holdout_value']:.4g}",
+    ]
+    assert lines[-1].startswith("figures, summary.json and tuned.yaml in studies/routing/ (")
+    # tuned.yaml carries the endpoints of --endpoints: the live router can call every model.
+    tuned = load_config(tmp_path / "studies" / "routing" / "tuned.yaml")
+    assert all(m.endpoint is not None for m in tuned.models)
+    assert Router.from_config(tmp_path / "studies" / "routing" / "tuned.yaml").config == tuned
+
+
+def test_version_presets_and_help(tmp_path: Path) -> None:
+    res = optimize("--version", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"optimize (costroute) {metadata.version('costroute')}\n"
+
+    res = optimize("presets", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert list(data) == list(PRESETS)
+    for name, p in PRESETS.items():
+        assert data[name]["description"] == p.description
+        assert data[name]["objective"] == p.objective.name
+    res = optimize("presets", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    for p in PRESETS.values():
+        assert p.description in res.stdout
+
+    res = optimize("run", "--help", cwd=tmp_path, columns=200)
+    assert res.returncode == 0, res.stderr
+    flat = " ".join(res.stdout.split())
+    for name, p in PRESETS.items():
+        assert f"{name}: {' '.join(p.description.split())}" in flat
+    for cmd in ([], ["run"], ["show"], ["list"], ["export"], ["presets"]):
+        res = optimize(*cmd, "--help", cwd=tmp_path, columns=200)
+        assert res.returncode == 0, res.stderr
+        assert "<bool>" not in res.stdout
+        assert "Show this message and exit." in res.stdout
+    res = optimize("run", "--help", cwd=tmp_path, columns=200)
+    assert re.search(r"--json\s+--no-json\s+Print only the final JSON", res.stdout)
+    assert re.search(r"--prune\s+--no-prune\s+Stop trials", res.stdout)
+
+
+def test_list_without_studies(tmp_path: Path) -> None:
+    res = optimize("list", "--json", cwd=tmp_path)
+    assert (res.returncode, res.stdout) == (0, "[]\n")
+    res = optimize("list", cwd=tmp_path, columns=200)
+    assert res.returncode == 0
+    assert res.stdout == ""
+    assert res.stderr == "no studies in studies/ (`optimize run TRACES` makes one)\n"
 
 
 @pytest.mark.parametrize(
@@ -85,6 +221,23 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
         (["run", "{trace}", "--study", "a b"], "error: --study: expected a name of letters"),
         (["show", "--study", "nope"], "error: --storage: studies/nope.journal: no such study"),
         (["export", "--out", "x.yaml", "--format", "csv"], "error: --format: unknown format 'csv'"),
+        (
+            ["export", "--out", "x.yaml", "--endpoints", "{file}"],
+            "error: --endpoints: plain: expected a mapping of model id -> endpoint",
+        ),
+        (
+            ["run", "{trace}", "--endpoints", "missing.yaml"],
+            "error: --endpoints: missing.yaml: cannot read: No such file or directory",
+        ),
+        (
+            ["run", "{trace}", "--progress-every", "0"],
+            "error: --progress-every: expected an integer >= 1, got 0",
+        ),
+        (["list", "--storage", "nope.journal"], "error: --storage: nope.journal: no such study"),
+        (
+            ["list", "--storage", "sqlite:///nope.db"],
+            "error: --storage: sqlite:///nope.db: no such database file",
+        ),
         (["run", "{trace}", "--out", "{file}/sub"], "error: --out: {file}/sub: cannot create"),
     ],
 )

@@ -154,12 +154,25 @@ def test_exported_config_is_loaded_unchanged_by_the_live_router(
     scenario: Scenario,
     small_cols: list[tuple[str, ReplayColumns]],
 ) -> None:
-    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=5))
+    from optimize.export import merge_endpoints
+    from router.providers.endpoint import Endpoint
+
+    # Every model reachable (a local OpenAI-compatible URL), as the live router needs.
+    with_endpoints = merge_endpoints(
+        seed_config,
+        {
+            m.id: Endpoint(base_url="http://127.0.0.1:9/v1", model=m.id, api_key_env="KEY")
+            for m in seed_config.models
+        },
+    )
+    r = run_study(small_cols, scenario, settings(tmp_path, with_endpoints, trials=5))
     study = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "t.journal")))
     space, base, obj = space_of(study)  # from the storage alone
-    assert base == seed_config and obj == Objective()
+    assert base == with_endpoints and obj == Objective()
     for n in range(5):
         cfg = space.build(study.trials[n].params)
+        # The base config's endpoints travel with every trial's config.
+        assert [m.endpoint for m in cfg.models] == [m.endpoint for m in with_endpoints.models]
         for suffix in (".yaml", ".json", ".toml"):
             path = write_export(cfg, tmp_path / f"trial{n}{suffix}")
             assert load_config(path) == cfg
@@ -329,3 +342,202 @@ def test_sqlite_storage_resumes_like_the_journal(
     assert second.summary["trials"] == 5
     kept = {t.number: t.params for t in finished(first.study)}
     assert {t.number: t.params for t in finished(second.study) if t.number in kept} == kept
+
+
+def _two_config_spec() -> SpaceSpec:
+    """A space with exactly two configs: json_parse's ordering is the only free parameter."""
+    return SpaceSpec(
+        routes=["json_parse"],
+        max_candidates=2,
+        freeze={
+            "json_parse.key.*": 0.5,
+            "json_parse.length": 2,
+            "json_parse.max_cost_per_task": 0.01,
+            "json_parse.max_latency_ms": 5000,
+            "json_parse.attempt_timeout_ms": 3000,
+            "json_parse.attempts_per_model": 2,
+            "json_parse.backoff_base_s": 0.25,
+            "breaker.consecutive_failures": 5,
+            "breaker.failure_rate": 0.5,
+            "breaker.open_base_s": 30,
+        },
+    )
+
+
+def test_a_repeated_config_is_answered_from_its_twin_not_simulated(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from optimize import Evaluator
+    from optimize.study import config_key
+
+    calls: list[int] = []
+    real = Evaluator.summary
+
+    def counting(self: Evaluator, config: RouterConfig, seed: int) -> dict:
+        calls.append(seed)
+        return real(self, config, seed)
+
+    monkeypatch.setattr(Evaluator, "summary", counting)
+    s = settings(tmp_path, seed_config, spec=_two_config_spec(), trials=3, prune=False)
+    r = run_study(small_cols, scenario, s)
+    trials = r.study.trials
+    # Trial 0 (base) and 1 (its one neighbour: the other ordering) are the only two
+    # configs, so every sampled trial repeats one of them. Three repeats give their
+    # slot back (as many as --trials); the fourth counts, and the run ends.
+    assert [t.number for t in trials] == [0, 1, 2, 3, 4, 5]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [("duplicate_of" in t.user_attrs) for t in trials] == [False, False] + [True] * 4
+    assert r.summary["trials"] == 2 and r.summary["duplicates"] == 4
+    keys = {t.number: config_key(r.space.build(t.params)) for t in trials}
+    assert keys[0] != keys[1]
+    for t in trials[2:]:
+        twin = trials[t.user_attrs["duplicate_of"]]
+        assert twin.number in (0, 1)
+        assert keys[t.number] == keys[twin.number] == t.user_attrs["config_key"]
+        assert t.value == twin.value
+        assert t.user_attrs["metrics"] == twin.user_attrs["metrics"]
+        assert t.user_attrs["seed_values"] == twin.user_attrs["seed_values"]
+    # Simulated: 2 trials x 2 seeds; then the holdout: base + 2 distinct candidates x 3 seeds.
+    assert calls == [0, 1, 0, 1] + [10_000, 10_001, 10_002] * 3
+
+
+def test_a_repeat_copies_the_constraints_and_multi_objective_values(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    obj = Objective("multi", constraints=_constraints(min_completion_rate=0.99))
+    s = settings(tmp_path, seed_config, spec=_two_config_spec(), trials=3, objective=obj)
+    r = run_study(small_cols, scenario, s)
+    repeats = [t for t in r.study.trials if "duplicate_of" in t.user_attrs]
+    assert len(repeats) == 4
+    for t in repeats:
+        twin = r.study.trials[t.user_attrs["duplicate_of"]]
+        assert t.values == twin.values and len(t.values) == 3
+        assert t.constraints == twin.constraints
+        assert set(t.constraints) == {"min_completion_rate"}
+
+
+def test_progress_reports_each_trial_and_the_best_so_far(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    from optimize.study import Progress
+
+    seen: list[Progress] = []
+    r = run_study(
+        small_cols, scenario, settings(tmp_path, seed_config, trials=6), progress=seen.append
+    )
+    assert [p.done for p in seen] == [1, 2, 3, 4, 5, 6]
+    assert {p.total for p in seen} == {6} and {p.metric for p in seen} == {"net_value"}
+    complete = [t for t in r.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    assert (seen[-1].best_value, seen[-1].best_trial, seen[-1].feasible) == (
+        best.value,
+        best.number,
+        True,
+    )
+    assert seen[0].best_trial == 0  # the base config is trial 0, complete first
+    s = r.summary
+    assert s["seconds"] >= s["seconds_study"] + s["seconds_holdout"] > 0
+    assert s["holdout_seeds"] == 3
+
+
+def test_holdout_reports_paired_differences_per_metric(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    from optimize import Evaluator
+    from sim import paired_difference
+
+    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=4))
+    ho = r.holdout
+    ev = Evaluator(small_cols, scenario)
+    tuned = r.space.build(r.study.trials[ho["best_trial"]].params)
+    base = [ev.summary(seed_config, s) for s in ho["holdout_seeds"]]
+    win = [ev.summary(tuned, s) for s in ho["holdout_seeds"]]
+    assert list(ho["paired"]) == [
+        "completion_rate",
+        "cost_per_task",
+        "latency_mean_s",
+        "latency_p95_s",
+        "breaker_trips",
+    ]
+    for key, d in ho["paired"].items():
+        assert d == paired_difference([b[key] for b in base], [w[key] for w in win])
+    assert r.summary["paired"] == ho["paired"]
+
+
+def test_importances_are_stable_sorted_and_drawn(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+) -> None:
+    from optimize.plots import importances, write_figures
+
+    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=14))
+    first = importances(r.study)
+    assert first and len(first) <= 12
+    assert importances(r.study) == first  # no random draws: the same on every call
+    assert list(first) == [k for k, _ in sorted(first.items(), key=lambda kv: (-kv[1], kv[0]))]
+    assert set(first) <= set(r.study.trials[-1].params)
+    paths = write_figures(r.study, Objective(), r.holdout, tmp_path / "fig")
+    assert [p.name for p in paths] == [
+        "history.png",
+        "pareto.png",
+        "importances.png",
+        "tuned_vs_base.png",
+    ]
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+
+
+def test_tuned_vs_base_rows_are_paired_differences_with_a_verdict() -> None:
+    from optimize.plots import _paired_rows, _verdict
+
+    holdout = {
+        "base_values": [0.030, 0.031, 0.032],
+        "values": [0.035, 0.037, 0.036],
+        "paired": {
+            "completion_rate": {
+                "a": 0.92,
+                "b": 0.94,
+                "diff": 0.02,
+                "diff_ci_low": 0.01,
+                "diff_ci_high": 0.03,
+            },
+            "cost_per_task": {
+                "a": 0.0074,
+                "b": 0.0080,
+                "diff": 0.0006,
+                "diff_ci_low": 0.0001,
+                "diff_ci_high": 0.0011,
+            },
+            "latency_p95_s": {
+                "a": 4.5,
+                "b": 4.4,
+                "diff": -0.1,
+                "diff_ci_low": -0.3,
+                "diff_ci_high": 0.1,
+            },
+        },
+    }
+    rows = _paired_rows(Objective(), holdout)
+    assert [(r["label"], r["unit"], r["scale"], r["up"]) for r in rows] == [
+        ("net value", "¢/task", 100.0, True),
+        ("completion rate", "pp", 100.0, True),
+        ("cost per task", "¢", 100.0, False),
+        ("p95 latency", "s", 1.0, False),
+    ]
+    assert rows[0]["diff"] == pytest.approx(0.005)
+    # Higher completion: better; higher cost: worse; a CI across 0: no clear change.
+    assert [_verdict(r) for r in rows] == ["better", "better", "worse", "no clear change"]
