@@ -10,10 +10,20 @@ decisions are made by :class:`router.RoutingPolicy`, unchanged.
 from sim.azure import import_azure
 from sim.driver import Simulation
 from sim.errors import ScenarioError, TraceError
-from sim.replay import ReplayReport, RunOutput, compare, load_traces, replay, run_trace
+from sim.replay import (
+    ReplayReport,
+    RunOutput,
+    compare,
+    load_traces,
+    replay,
+    run_trace,
+    trace_key,
+)
 from sim.results import ResultSink, mean_ci, paired_difference, summarize
 from sim.scenario import (
+    DifficultySpec,
     Scenario,
+    TokenLatency,
     load_scenario,
     load_seed_scenario,
     parse_scenario,
@@ -42,6 +52,9 @@ from sim.twin import TwinServer
 from sim.world import World
 
 __all__ = [
+    "DifficultySpec",
+    "TokenLatency",
+    "trace_key",
     "ReplayColumns",
     "ReplayReport",
     "ResultSink",

@@ -26,11 +26,14 @@ call follows the scenario's :class:`~sim.world.World` for this seed:
    stream (no headers arrive before the whole answer) and a ``timeout`` for one
    that streams. A task its model did not complete is reported as a validation
    failure, which is how the live router detects it: a *quality* outcome, which
-   feeds the policy's per-route completion statistic and not the breaker.
+   feeds the policy's per-route completion statistic and not the breaker. A
+   prompt longer than the model's context window is refused at once as
+   ``context_length`` (non-retryable: the policy falls back), as a provider's
+   400 would be.
 
 Cost: answered attempts (ok, validation, malformed) cost the scenario's price;
-failures with no answer (timeout, 429, 5xx, outage) cost nothing, as providers
-do not bill them.
+failures with no answer (timeout, 429, 5xx, outage, context length) cost
+nothing, as providers do not bill them.
 
 Results stream into a :class:`~sim.results.ResultSink`, so a replay keeps
 compact per-task arrays only (no per-event log).
@@ -55,6 +58,7 @@ _SERVER = ErrorKind.SERVER_ERROR
 _TIMEOUT = ErrorKind.TIMEOUT
 _SILENT = ErrorKind.FIRST_TOKEN_TIMEOUT
 _RATE = ErrorKind.RATE_LIMITED
+_CONTEXT = ErrorKind.CONTEXT_LENGTH
 
 #: Seconds a provider takes to turn a call away with a 429.
 RATE_LIMIT_LATENCY_S = 0.05
@@ -214,6 +218,8 @@ class Simulation:
         self.failures[m] += 1
         if kind == "server_error":
             return Outcome(_SERVER, latency, 0.0)
+        if kind == "context_length":
+            return Outcome(_CONTEXT, latency, 0.0)
         cost = world.cost(m, task.prompt_tokens, task.completion_tokens)
         self.spend[m] += cost
         return Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)

@@ -11,8 +11,9 @@
 
 Both summaries come from :func:`sim.results.summarize` (live latencies divided by
 ``time_scale`` first), so every metric has one definition. Each task carries its
-trace position in a :func:`~sim.twin.twin_tag`, so the twin draws what the simulator
-draws for it (common random numbers); what still differs is what the comparison is
+trace position in a :func:`~sim.twin.twin_tag` and the twin is given the trace's
+:func:`~sim.replay.trace_key`, so the twin draws what the simulator draws for it
+(common random numbers); what still differs is what the comparison is
 for: real sockets, real timeouts, the asyncio scheduler, and the policy seeing
 outcomes in a different interleaving (its backoff and breaker jitter draws then
 come in another order).
@@ -33,7 +34,7 @@ import polars as pl
 
 from router import RouterConfig, Task, TaskResult, config_from_dict
 from router.validation import validate
-from sim.replay import replay
+from sim.replay import replay, trace_key
 from sim.results import ResultSink, summarize
 from sim.scenario import Scenario
 from sim.synth import synthesize
@@ -236,7 +237,10 @@ def run_fidelity(
     switch = sys.getswitchinterval()
     sys.setswitchinterval(0.0005)
     try:
-        with TwinServer(scenario, seed=seed, time_scale=time_scale) as twin:
+        # The twin draws the world of this trace, as the replay above did (its key).
+        with TwinServer(
+            scenario, seed=seed, time_scale=time_scale, trace_key=trace_key(cols)
+        ) as twin:
             live_config = twin_config(config, twin.url, time_scale)
             started = time.perf_counter()
             results, trips = asyncio.run(_route_all(live_config, tasks, twin, time_scale, seed))

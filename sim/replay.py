@@ -2,9 +2,11 @@
 
 :func:`replay` is what ``sim replay`` runs. Each trace file is a separate run;
 each run is replicated over seeds ``seed, seed + 1, ..., seed + R - 1``. The
-world of replication ``r`` (outages, per-attempt draws) depends only on its
-seed, so two configs replayed with the same seeds meet the same world (common
-random numbers) and :func:`compare` can pair them.
+world of replication ``r`` on a trace depends only on its seed and on the trace's
+content (:func:`trace_key`), never on the config, so two configs replayed with the
+same seeds meet the same world (common random numbers) and :func:`compare` can pair
+them, while two different traces replayed with one seed meet independent per-task
+draws (their outage timelines, which describe the providers, are shared).
 """
 
 from __future__ import annotations
@@ -12,10 +14,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -60,6 +63,24 @@ def load_traces(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, Repl
     return [(p.name, replay_columns(read_trace(p))) for p in discover_traces(paths)]
 
 
+def trace_key(cols: ReplayColumns) -> int:
+    """The identity of a trace: a CRC-32 of its content in canonical order.
+
+    Hashed: every task's id, arrival time (float64 bits), type and token sizes, in the
+    order of :func:`sim.trace.replay_columns` (by arrival, then id). So the key
+    depends on what the trace *is*, not on how it is stored: the same tasks give the
+    same key whatever the file's row order or format (Parquet, NDJSON, CSV), and two
+    traces that differ in any task (even synthetic traces that reuse the ids
+    ``synth-000001, ...`` with other arrivals) get different keys, hence independent
+    worlds. The file's bytes are not used: they change with the row order and format.
+    """
+    h = zlib.crc32("\x1f".join(cols.task_ids).encode("utf-8"))
+    h = zlib.crc32(np.asarray(cols.arrival_s, dtype="<f8").tobytes(), h)
+    h = zlib.crc32("\x1f".join(cols.task_types).encode("utf-8"), h)
+    h = zlib.crc32(np.asarray(cols.prompt_tokens, dtype="<i8").tobytes(), h)
+    return zlib.crc32(np.asarray(cols.completion_tokens, dtype="<i8").tobytes(), h)
+
+
 def run_trace(
     cols: ReplayColumns,
     config: RouterConfig,
@@ -70,11 +91,19 @@ def run_trace(
     replication: int = 0,
     writer: pq.ParquetWriter | None = None,
     progress: Callable[[int], None] | None = None,
+    key: int | None | Literal["content"] = "content",
 ) -> RunOutput:
-    """Simulate one trace under one seed."""
+    """Simulate one trace under one seed.
+
+    ``key`` is the world's trace key: ``"content"`` (the default) is
+    :func:`trace_key` of ``cols``; an integer pairs this run's draws with another
+    trace's on purpose; None gives the world keyed by the seed alone (the draws of
+    replays before traces were keyed, kept to reproduce earlier results).
+    """
     model_ids = [m.id for m in config.models]
     horizon = (cols.arrival_s[-1] if cols.arrival_s else 0.0) + _HORIZON_MARGIN_S
-    world = scenario.realize(seed, horizon, model_ids)
+    tkey = trace_key(cols) if key == "content" else key
+    world = scenario.realize(seed, horizon, model_ids, trace_key=tkey)
     sink = ResultSink(model_ids, writer=writer, trace=trace, replication=replication, seed=seed)
     sim = Simulation(config, world, seed=seed, sink=sink, progress=progress)
     sim.run(cols)
@@ -146,6 +175,7 @@ def replay(
     out: str | os.PathLike[str] | None = None,
     figures: bool = True,
     progress: Callable[[int], None] | None = None,
+    key_by_trace: bool = True,
 ) -> ReplayReport:
     """Replay traces (files or directories, or pre-loaded ``traces``).
 
@@ -153,6 +183,8 @@ def replay(
     ``replications > 1``, and ``per_trace``) plus the runs. With ``out``, writes
     ``tasks.parquet``, ``summary.json`` and PNG figures there atomically: into a
     temporary sibling directory, renamed into place only when complete.
+    ``key_by_trace=False`` replays every trace in the world keyed by the seed alone
+    (traces then share per-task draws: only for reproducing earlier results).
     """
     if replications < 1:
         raise ValueError(f"replications: expected an integer >= 1, got {replications}")
@@ -187,6 +219,7 @@ def replay(
                         replication=r,
                         writer=writer,
                         progress=tick if progress else None,
+                        key="content" if key_by_trace else None,
                     )
                 )
                 done += len(cols.task_ids)

@@ -3,6 +3,7 @@
 A scenario is a YAML (or JSON) document validated by :class:`Scenario`::
 
     name: demo
+    difficulty: {sigma: 1.4, unsolvable: 0.10, retry_correlation: 0.5}   # optional
     providers:                       # shared outage processes, one per provider
       openai:
         outage:
@@ -14,6 +15,9 @@ A scenario is a YAML (or JSON) document validated by :class:`Scenario`::
         provider: openai
         completion: {default: 0.766, per_type: {sql: 0.8}, beta_concentration: 60}
         latency: {mean_s: 2.5, sigma: 0.09, per_1k_completion_tokens_s: 0}
+        # or built from tokens:
+        # latency: {ttft: {median_s: 0.5, sigma: 0.3}, per_output_token_s: 0.02}
+        context_window: 400000
         outage: {shared: true}
         capacity: 64
         rate_limit_rpm: 500
@@ -21,16 +25,37 @@ A scenario is a YAML (or JSON) document validated by :class:`Scenario`::
         fail_fast_latency_s: 0.5
         malformed_rate: 0.01
         server_error_rate: 0.002
-        cost_per_task: 0.01
+        cost_per_task: 0.01          # or input_per_mtok + output_per_mtok
 
 Semantics of one answered attempt (what :meth:`sim.world.World.attempt` draws):
 
+* a task whose ``prompt_tokens`` exceed the model's ``context_window`` is turned away
+  (``context_length``, after ``fail_fast_latency_s``, not billed) before anything else;
 * with probability ``server_error_rate`` a plain 5xx after ``fail_fast_latency_s``;
 * otherwise an answer after the latency draw, which is *completed* ("ok") with the
   task type's completion probability ``p``, *malformed* with ``malformed_rate`` and
   *wrong* (well-formed, task not done) with the rest. So ``p`` is the share of answers
   that complete the task, as a benchmark would report it, and ``p + malformed_rate``
-  must not exceed 1.
+  must not exceed 1. These are the *marginal* rates of each model whatever the
+  ``difficulty`` section says; difficulty only decides *which* tasks fail together.
+
+Task difficulty (``difficulty``; every field defaults to 0, which is the independent
+world: each attempt succeeds with probability ``p`` on its own): each task has a latent
+difficulty ``d ~ N(0, sigma^2)`` shared by every model and attempt, and is unsolvable by
+every model with probability ``unsolvable`` (``u``). A model's ability for a task type
+is ``a = sqrt(1 + sigma^2) * Phi^-1(p / (1 - u))``, so its completion stays exactly
+``p``; attempt ``k`` of model ``m`` succeeds iff
+``sqrt(rho) eta(task, m) + sqrt(1 - rho) eps(task, m, k) < a - d`` (``rho`` =
+``retry_correlation``: how much a retry of the same model repeats its first answer).
+Among failures an answer is malformed with the share that keeps the marginal malformed
+rate exactly ``malformed_rate``. ``p`` may not exceed ``1 - u``.
+
+Latency has two forms: a distribution plus linear size terms (``per_1k_*_tokens_s``),
+or ``{ttft: <distribution>, per_output_token_s: <seconds or distribution>,
+per_input_token_s: <...>}``, i.e. time to first token plus a per-token time drawn per
+attempt times the task's tokens. Price: ``input_per_mtok`` and ``output_per_mtok``
+(both, or neither) price a call by its tokens, as the router's config does; otherwise
+``cost_per_task`` is the price of an answered call.
 
 Outages, rate limits and capacity are carried out by the driver using the values
 :class:`~sim.world.World` exposes. Loading errors are :class:`~sim.errors.ScenarioError`
@@ -40,16 +65,20 @@ with one line: ``file: field.path: what was expected, got value``.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -76,10 +105,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CompletionSpec",
+    "DifficultyLevels",
+    "DifficultySpec",
     "ModelSpec",
     "OutageSpec",
     "ProviderSpec",
     "Scenario",
+    "TokenLatency",
     "load_scenario",
     "load_seed_scenario",
     "parse_scenario",
@@ -116,6 +148,14 @@ class _TokenTerms(BaseModel):
     per_1k_prompt_tokens_s: NonNegativeFloat = 0.0
     per_1k_completion_tokens_s: NonNegativeFloat = 0.0
 
+    def expected_s(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Mean latency of an answer of this size: the distribution's mean plus the terms."""
+        return (
+            self.mean()  # type: ignore[attr-defined]  # the distribution of the subclass
+            + prompt_tokens * self.per_1k_prompt_tokens_s / 1000.0
+            + completion_tokens * self.per_1k_completion_tokens_s / 1000.0
+        )
+
 
 # A latency is a distribution plus the size terms, written flat in YAML
 # (``latency: {median_s: 1, p95_s: 2, per_1k_completion_tokens_s: 5}``). Multiple
@@ -144,17 +184,91 @@ class FixedLatency(Fixed, _TokenTerms):
     """Constant base latency plus size terms."""
 
 
-Latency = distribution_union(
-    {
-        "lognormal": LognormalLatency,
-        "gamma": GammaLatency,
-        "weibull": WeibullLatency,
-        "exponential": ExponentialLatency,
-        "empirical": EmpiricalLatency,
-        "fixed": FixedLatency,
-    },
-    default="lognormal",
-)
+#: A time to first token (``dist`` defaults to lognormal, as a flat latency's does).
+FirstToken = distribution_union(_DIST_CLASSES, default="lognormal")
+
+
+def _seconds_per_token(value: Any) -> Any:
+    """A plain number of seconds per token is the point mass at it (``dist: fixed``)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if not (math.isfinite(value) and value >= 0):
+            raise _LocatedError(
+                (), f"expected seconds per token >= 0 or a distribution mapping, got {value}"
+            )
+        return {"dist": "fixed", "value_s": float(value)}
+    return value
+
+
+#: Seconds per token: a number (a constant) or a distribution, drawn once per attempt.
+TokenTime = Annotated[
+    distribution_union(_DIST_CLASSES, default="lognormal"),
+    BeforeValidator(
+        _seconds_per_token,
+        json_schema_input_type=Union[  # noqa: UP007 - a runtime type expression
+            NonNegativeFloat, distribution_union(_DIST_CLASSES, default="lognormal")
+        ],
+    ),
+]
+
+
+class TokenLatency(BaseModel):
+    """Latency built from tokens (issue 10): ``ttft + completion_tokens x
+    per_output_token_s + prompt_tokens x per_input_token_s``.
+
+    ``ttft`` (time to first token) is a distribution of any family. Each per-token time
+    is a number of seconds (a constant) or a distribution; a distribution is drawn once
+    per attempt, independently of the TTFT (one attempt's decoding speed), from the
+    world's common random numbers. A term left out is 0. The TTFT draw uses the same
+    uniform a flat latency would, so rewriting a flat latency in this form keeps the
+    draws paired.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ttft: FirstToken  # type: ignore[valid-type]
+    per_output_token_s: TokenTime | None = None  # type: ignore[valid-type]
+    per_input_token_s: TokenTime | None = None  # type: ignore[valid-type]
+
+    def expected_s(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """Mean latency of an answer of this size."""
+        out = self.per_output_token_s.mean() if self.per_output_token_s is not None else 0.0
+        inp = self.per_input_token_s.mean() if self.per_input_token_s is not None else 0.0
+        return self.ttft.mean() + completion_tokens * out + prompt_tokens * inp
+
+
+_FLAT_LATENCY: dict[str, type[BaseModel]] = {
+    "lognormal": LognormalLatency,
+    "gamma": GammaLatency,
+    "weibull": WeibullLatency,
+    "exponential": ExponentialLatency,
+    "empirical": EmpiricalLatency,
+    "fixed": FixedLatency,
+}
+
+
+def _latency_tag(value: Any) -> str | None:
+    # A mapping with ``ttft`` is the token form; any other is a flat distribution whose
+    # ``dist`` defaults to lognormal (so the flat form written before stays valid).
+    if isinstance(value, dict):
+        if "ttft" in value:
+            return "tokens"
+        tag = value.get("dist", "lognormal")
+        return tag if isinstance(tag, str) else repr(tag)
+    if isinstance(value, TokenLatency):
+        return "tokens"
+    if isinstance(value, BaseModel):
+        return getattr(value, "dist", None)
+    return None
+
+
+#: A model's latency: a flat distribution plus size terms, or the token form.
+Latency = Annotated[
+    Union[  # noqa: UP007 - members are Annotated with their tags
+        tuple(Annotated[cls, Tag(tag)] for tag, cls in _FLAT_LATENCY.items())
+        + (Annotated[TokenLatency, Tag("tokens")],)
+    ],
+    Discriminator(_latency_tag),
+]
 #: Up-time between outages (``dist`` defaults to exponential: a Poisson incident stream).
 TimeBetween = distribution_union(_DIST_CLASSES, default="exponential")
 #: Outage length (``dist`` defaults to lognormal: heavy-tailed incident durations).
@@ -251,6 +365,86 @@ class CompletionSpec(BaseModel):
         return self.per_type.get(task_type, self.default)
 
 
+# --------------------------------------------------------------------- difficulty
+def _check_below_one(spec: BaseModel) -> None:
+    # A share of 1 is degenerate: u = 1 leaves no task solvable (every p would have to
+    # be 0) and rho = 1 divides by sqrt(1 - rho) = 0.
+    for name in ("unsolvable", "retry_correlation"):
+        value = getattr(spec, name)
+        if value is not None and not value < 1.0:
+            raise _LocatedError((name,), f"expected a share in [0, 1), got {value}")
+
+
+class DifficultyLevels(BaseModel):
+    """The difficulty of one task type; a field left out inherits the top level's."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sigma: NonNegativeFloat | None = None
+    unsolvable: Probability | None = None
+    retry_correlation: Probability | None = None
+
+    @model_validator(mode="after")
+    def _shares(self) -> DifficultyLevels:
+        _check_below_one(self)
+        return self
+
+
+class DifficultySpec(BaseModel):
+    """Correlated task difficulty (see the module docstring for the model).
+
+    ``sigma``: standard deviation of the latent difficulty ``d`` of a task, shared by
+    every model and attempt (0: tasks are alike, failures of different models are
+    independent). ``unsolvable``: share of tasks no model solves (a flag drawn per
+    task). ``retry_correlation`` (rho, in [0, 1)): correlation of a model's latent
+    noise between its own attempts at one task (0: a retry is a fresh draw given the
+    task's difficulty). ``per_type`` overrides any of them for a canonical task type.
+    All 0 (the default) is the independent world, draw for draw.
+
+    The draws belong to the task, never to the config or the model: ``d`` and the
+    unsolvable flag depend on (seed, trace, task) only, and a model's persistent noise
+    ``eta`` on (seed, trace, task, model) only (see :mod:`sim.world`).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sigma: NonNegativeFloat = 0.0
+    unsolvable: Probability = 0.0
+    retry_correlation: Probability = 0.0
+    per_type: dict[str, DifficultyLevels] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _shares(self) -> DifficultySpec:
+        _check_below_one(self)
+        return self
+
+    @field_validator("per_type")
+    @classmethod
+    def _known_types(cls, v: dict[str, DifficultyLevels]) -> dict[str, DifficultyLevels]:
+        for key in v:
+            if key not in TASK_TYPES:
+                raise _LocatedError(
+                    (key,), f"unknown task type {key!r}; expected one of {', '.join(TASK_TYPES)}"
+                )
+        return v
+
+    def levels(self, task_type: str) -> tuple[float, float, float]:
+        """``(sigma, unsolvable, retry_correlation)`` for ``task_type`` (unknown types:
+        the top level)."""
+        over = self.per_type.get(task_type)
+        top = (self.sigma, self.unsolvable, self.retry_correlation)
+        if over is None:
+            return top
+        mine = (over.sigma, over.unsolvable, over.retry_correlation)
+        return tuple(m if m is not None else t for m, t in zip(mine, top, strict=True))  # type: ignore[return-value]
+
+    def is_independent(self) -> bool:
+        """True when every task type has sigma = unsolvable = rho = 0 (the independent
+        world: each attempt succeeds with its model's probability on its own)."""
+        zero = (0.0, 0.0, 0.0)
+        return self.levels("") == zero and all(self.levels(t) == zero for t in self.per_type)
+
+
 # -------------------------------------------------------------------------- model
 class ModelSpec(BaseModel):
     """The stochastic model of one LLM endpoint (see the module docstring)."""
@@ -260,6 +454,13 @@ class ModelSpec(BaseModel):
     provider: Annotated[str, Field(min_length=1)]
     completion: CompletionSpec
     latency: Latency  # type: ignore[valid-type]
+    context_window: Annotated[int, Field(gt=0)] | None = Field(
+        default=None,
+        description=(
+            "Most prompt tokens the model accepts; a task with more is answered "
+            "context_length (None: no limit)."
+        ),
+    )
     outage: OutageSpec | None = None
     capacity: Annotated[int, Field(gt=0)] | None = None
     rate_limit_rpm: PositiveFloat | None = None
@@ -283,6 +484,18 @@ class ModelSpec(BaseModel):
                 "a price is required: cost_per_task and/or input_per_mtok/output_per_mtok "
                 "(0 for a free model)",
             )
+        if (self.input_per_mtok is None) != (self.output_per_mtok is None):
+            given, missing = (
+                ("input_per_mtok", "output_per_mtok")
+                if self.output_per_mtok is None
+                else ("output_per_mtok", "input_per_mtok")
+            )
+            # The router prices by tokens only when both are set; a lone token price would
+            # be charged here and ignored there.
+            raise _LocatedError(
+                (missing,),
+                f"required with {given} (token prices come in pairs; 0 for a free direction)",
+            )
         probs = {"completion.default": self.completion.default}
         probs.update({f"completion.per_type.{k}": p for k, p in self.completion.per_type.items()})
         for where, p in probs.items():
@@ -294,14 +507,21 @@ class ModelSpec(BaseModel):
                 )
         return self
 
+    @property
+    def token_priced(self) -> bool:
+        """True when both token prices are set (then they, not cost_per_task, apply)."""
+        return self.input_per_mtok is not None and self.output_per_mtok is not None
+
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD for one call: ``cost_per_task`` plus the token prices (they add up)."""
-        c = self.cost_per_task or 0.0
-        if self.input_per_mtok:
-            c += prompt_tokens * self.input_per_mtok * 1e-6
-        if self.output_per_mtok:
-            c += completion_tokens * self.output_per_mtok * 1e-6
-        return c
+        """USD for one answered call: its tokens at the token prices when both are set,
+        else ``cost_per_task`` (the router's :meth:`ModelProfile.estimate_cost
+        <router.config.ModelProfile.estimate_cost>` rule, so the two never disagree on
+        which price applies)."""
+        if self.input_per_mtok is not None and self.output_per_mtok is not None:
+            return (
+                prompt_tokens * self.input_per_mtok + completion_tokens * self.output_per_mtok
+            ) / 1e6
+        return self.cost_per_task or 0.0
 
 
 # ----------------------------------------------------------------------- scenario
@@ -312,6 +532,7 @@ class Scenario(BaseModel):
 
     name: str = "scenario"
     description: str = ""
+    difficulty: DifficultySpec = Field(default_factory=DifficultySpec)
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     models: Annotated[dict[str, ModelSpec], Field(min_length=1)]
 
@@ -324,6 +545,39 @@ class Scenario(BaseModel):
                     raise _LocatedError(
                         ("models", mid, "outage", "shared"),
                         f"provider {spec.provider!r} has no outage in the providers section",
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _solvable(self) -> Scenario:
+        # a = sqrt(1 + sigma^2) Phi^-1(p / (1 - u)) exists only for p <= 1 - u: no model
+        # completes more than the solvable share of tasks.
+        diff = self.difficulty
+
+        def source(task_type: str | None) -> str:
+            over = diff.per_type.get(task_type) if task_type else None
+            if over is not None and over.unsolvable is not None:
+                return f"difficulty.per_type.{task_type}.unsolvable"
+            return "difficulty.unsolvable"
+
+        for mid, spec in self.models.items():
+            comp = spec.completion
+            # The default applies to unknown types (top level) and to every canonical
+            # type without its own figure; a per-type figure to its type.
+            checks: list[tuple[tuple[str, ...], float, str | None]] = [
+                (("default",), comp.default, None)
+            ]
+            checks += [
+                (("default",), comp.default, t) for t in TASK_TYPES if t not in comp.per_type
+            ]
+            checks += [(("per_type", t), p, t) for t, p in comp.per_type.items()]
+            for where, p, task_type in checks:
+                u = diff.levels(task_type or "")[1]
+                if p > 1.0 - u + 1e-12:
+                    raise _LocatedError(
+                        ("models", mid, "completion", *where),
+                        f"{p} exceeds 1 - {source(task_type)} = {1.0 - u:g}; no model "
+                        "completes a task no model can solve",
                     )
         return self
 
@@ -366,18 +620,24 @@ class Scenario(BaseModel):
         horizon_s: float,
         model_ids: Sequence[str] | None = None,
         *,
+        trace_key: int | None = None,
         max_cached_blocks: int = 512,
     ) -> World:
         """The scenario's randomness for replication ``seed`` (see :class:`sim.world.World`).
 
         ``model_ids`` fixes the order of model indices (default: the file's order);
         each must be in the scenario. ``horizon_s`` is how far outage timelines are
-        drawn up front (they extend lazily past it, identically).
+        drawn up front (they extend lazily past it, identically). ``trace_key``
+        identifies the traffic (:func:`sim.replay.trace_key`) and is mixed into every
+        per-task draw, so two traces never share draws; None keeps the draws of a world
+        keyed by the seed alone (the layout before traces were keyed).
         """
         from sim.world import World
 
         ids = list(self.models) if model_ids is None else list(model_ids)
-        return World(self, seed, horizon_s, ids, max_cached_blocks=max_cached_blocks)
+        return World(
+            self, seed, horizon_s, ids, trace_key=trace_key, max_cached_blocks=max_cached_blocks
+        )
 
 
 # ------------------------------------------------------------------------ loading

@@ -624,7 +624,12 @@ class ReplayColumns:
 
 def replay_columns(df: pl.DataFrame) -> ReplayColumns:
     """The required columns of a validated trace (from :func:`read_trace`, :func:`validate_trace`
-    or the generators) as a :class:`ReplayColumns`.
+    or the generators) as a :class:`ReplayColumns`, in the canonical replay order.
+
+    The canonical order is by ``arrival_s``, tasks arriving at the same instant by
+    ``task_id``: a task's index in it (which keys the world's draws, see
+    :mod:`sim.world`) depends on the trace's content only, so shuffling a file's rows
+    replays identically (:func:`read_trace` sorts by arrival; ties are settled here).
 
     Raises :class:`TraceError` if a required column is missing or the rows are not
     sorted by ``arrival_s`` (the simulator schedules arrivals in order).
@@ -635,6 +640,10 @@ def replay_columns(df: pl.DataFrame) -> ReplayColumns:
     arrivals = df.get_column("arrival_s")
     if not arrivals.is_sorted():
         raise TraceError("trace to replay: rows are not sorted by 'arrival_s'")
+    # Ties are rare in recorded traces (none in the shipped ones), so look before sorting.
+    if len(df) > 1 and (arrivals.diff() == 0).any():
+        df = df.sort(["arrival_s", "task_id"], maintain_order=True)
+        arrivals = df.get_column("arrival_s")
     return ReplayColumns(
         task_ids=df.get_column("task_id").to_list(),
         arrival_s=arrivals.cast(pl.Float64).to_list(),

@@ -29,10 +29,12 @@ for ``seed``):
    frees its place at once (as the simulator's timeout does).
 4. *The answer*: :meth:`World.attempt(m, task, attempt, ...) <sim.world.World.attempt>`
    gives the kind and the service time. ``server_error`` is a 500 after
-   ``fail_fast_latency_s``; ``ok`` is an answer that passes the router's validator for
-   the task type (:func:`answer_text`); ``wrong`` is a well-formed completion whose
-   content fails it; ``malformed`` is a 200 whose body is cut-off JSON, which a client
-   reports as malformed.
+   ``fail_fast_latency_s``; ``context_length`` (a prompt longer than the model's
+   ``context_window``) is a 400 with code ``context_length_exceeded`` after
+   ``fail_fast_latency_s``, streamed or not; ``ok`` is an answer that passes the
+   router's validator for the task type (:func:`answer_text`); ``wrong`` is a
+   well-formed completion whose content fails it; ``malformed`` is a 200 whose body is
+   cut-off JSON, which a client reports as malformed.
 
 Streaming (``"stream": true``): the scenario has no streaming figures, so stream
 faults are derived from the same draws (an assumption, chosen so that the failure
@@ -62,7 +64,9 @@ messages), in which case the attempt is the number of requests for that
 ``(model, task)`` so far (what the router's policy counts too). Without either, each
 request is a new task index from a per-model counter, attempt 1. So the same task
 meets the same answer, kind and service time in :func:`sim.replay.replay` (which keys
-task ``i`` of a trace by its position) and through the twin, for the same seed. The
+task ``i`` of a trace by its position and the trace by :func:`sim.replay.trace_key`)
+and through a twin given that trace's key (``trace_key=``), for the same seed. A twin
+without a trace key draws the world keyed by the seed alone. The
 task type comes from ``X-Task-Type`` or the tag's ``type=``, else
 :func:`router.task.classify` of the last user message, as the router resolves it; the
 sizes from ``X-Prompt-Tokens`` / ``X-Completion-Tokens`` or the tag, else the prompt
@@ -333,9 +337,11 @@ class TwinServer(LoopbackServer):
     loop in a daemon thread), ``async with`` (the running loop), or call
     :meth:`start`/:meth:`stop`. :attr:`url` is the ``base_url`` an OpenAI client
     needs (``http://host:port/v1``). :attr:`served` counts what was answered, by
-    outcome (``ok``, ``wrong``, ``malformed``, ``server_error``, ``rate_limited``,
-    ``outage_fail_fast``, ``outage_hang``, ``client_gone``, ``not_found``,
-    ``bad_request``).
+    outcome (``ok``, ``wrong``, ``malformed``, ``server_error``, ``context_length``,
+    ``rate_limited``, ``outage_fail_fast``, ``outage_hang``, ``client_gone``,
+    ``not_found``, ``bad_request``). ``trace_key`` keys the world's per-task draws to
+    a trace (:func:`sim.replay.trace_key` of the trace a client replays through the
+    twin; None: the world keyed by the seed alone).
 
     Raises :class:`~sim.errors.ScenarioError` for an unreadable scenario or a bad
     seed, ``ValueError`` for a bad ``time_scale`` or ``port``, and ``OSError`` from
@@ -351,6 +357,7 @@ class TwinServer(LoopbackServer):
         host: str = "127.0.0.1",
         port: int = 0,
         on_request: RequestHook | None = None,
+        trace_key: int | None = None,
     ) -> None:
         self.on_request = on_request
         if not isinstance(scenario, Scenario):
@@ -368,7 +375,7 @@ class TwinServer(LoopbackServer):
         self.seed = seed
         self.time_scale = float(time_scale)
         super().__init__(host, port)
-        self.world: World = scenario.realize(seed, _HORIZON_S)
+        self.world: World = scenario.realize(seed, _HORIZON_S, trace_key=trace_key)
         self.model_ids = self.world.model_ids
         self.served: Counter[str] = Counter()
         self._sites: list[_Site] = []
@@ -648,7 +655,7 @@ class TwinServer(LoopbackServer):
                     who.completion_tokens or 0,
                 )
                 rid = f"chatcmpl-twin-{m}-{task_index}-{attempt}"
-                if stream:
+                if stream and kind != "context_length":
                     await self._stream(conn, watch, model_id, rid, kind, service, who, begun)
                     return False if kind == "server_error" else not watch.done()
                 # 4. the answer, after the service time.
@@ -663,6 +670,19 @@ class TwinServer(LoopbackServer):
                     500,
                     "The server had an error while processing your request",
                     "server_error",
+                )
+            if kind == "context_length":
+                # OpenAI's shape of the refusal (code and message), which a client maps
+                # to its context-length kind whatever it reads first.
+                return await self._error(
+                    conn,
+                    request,
+                    400,
+                    f"This model's maximum context length is {world.context_window(m)} "
+                    f"tokens. However, your messages resulted in {who.prompt_tokens} tokens.",
+                    "invalid_request_error",
+                    param="messages",
+                    code="context_length_exceeded",
                 )
             if kind == "malformed":
                 # A body cut off after its opening: not JSON, though the status is 200.

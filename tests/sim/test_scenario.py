@@ -97,7 +97,21 @@ def test_seed_scenario_has_the_article_models() -> None:
     }  # fmt: skip
     for mid, (p, c) in expected.items():
         assert s.models[mid].completion.default == p
-        assert s.models[mid].cost(1000, 1000) == c
+        assert s.models[mid].cost_per_task == c
+        if not s.models[mid].token_priced:
+            assert s.models[mid].cost(1000, 1000) == c
+    # Claude Sonnet 4 is priced by its tokens (Anthropic's public $3 / $15 per MTok) and
+    # has its public 200K window; no other model has a public figure for either.
+    sonnet = s.models["claude-sonnet-4"]
+    assert sonnet.cost(1000, 1000) == pytest.approx(0.018)
+    assert sonnet.context_window == 200_000
+    assert [m for m, spec in s.models.items() if spec.token_priced] == ["claude-sonnet-4"]
+    assert [m for m, spec in s.models.items() if spec.context_window] == ["claude-sonnet-4"]
+    # The seed difficulty: per-task-bench figures (sigma 1.2-1.7, ~10 % unsolvable) and
+    # a documented retry-correlation assumption; every completion is <= 1 - unsolvable.
+    assert (s.difficulty.sigma, s.difficulty.unsolvable) == (1.4, 0.10)
+    assert s.difficulty.retry_correlation == 0.5
+    assert max(m.completion.default for m in s.models.values()) <= 1 - s.difficulty.unsolvable
     means = {  # article config template (ms), and 225 s / 10 tasks for grok-4.1-fast
         "grok-4.20": 1.45, "deepseek-v4-flash": 2.1, "ring-2.6": 3.0, "mistral-large-3": 1.8,
         "claude-sonnet-4": 2.2, "gpt-5.4": 2.5, "qwen-3.6-plus": 2.8, "grok-4.1-fast": 22.5,
@@ -132,7 +146,13 @@ def test_seed_outages_fit_the_status_page_figures() -> None:
 def test_json_schema_accepts_the_seed_file_and_names_the_fields() -> None:
     schema = scenario_json_schema()
     jsonschema.validate(yaml.safe_load(seed_text()), schema)
-    assert set(schema["properties"]) == {"name", "description", "providers", "models"}
+    assert set(schema["properties"]) == {
+        "name",
+        "description",
+        "difficulty",
+        "providers",
+        "models",
+    }
     json.dumps(schema)  # serialisable
     bad = yaml.safe_load(seed_text())
     bad["models"]["grok-4.20"]["completion"]["default"] = 1.4
@@ -161,7 +181,18 @@ def test_without_uncertainty_and_prices() -> None:
     m = data["models"]["m1"]
     m.update(cost_per_task=0.001, input_per_mtok=3.0, output_per_mtok=15.0)
     spec = parse_scenario(data).models["m1"]
-    assert spec.cost(2000, 500) == pytest.approx(0.001 + 2000 * 3e-6 + 500 * 15e-6)
+    # Both token prices set: the tokens are the price (cost_per_task is the fallback),
+    # the rule of the router's ModelProfile.estimate_cost, so the two agree.
+    assert spec.token_priced
+    assert spec.cost(2000, 500) == pytest.approx(2000 * 3e-6 + 500 * 15e-6)
+    from router.config import ModelProfile
+
+    profile = ModelProfile(
+        id="m1", provider="p", cost_per_task=0.001, input_per_mtok=3.0, output_per_mtok=15.0
+    )
+    assert spec.cost(2000, 500) == profile.estimate_cost(2000, 500)
+    m.update(input_per_mtok=None, output_per_mtok=None)
+    assert parse_scenario(data).models["m1"].cost(2000, 500) == 0.001
 
 
 # --------------------------------------------------------------------- rejections
@@ -221,6 +252,35 @@ REJECTIONS = [
      "models.m1.latency: gamma needs exactly one of scale_s, mean_s"),
     ("models/m1/latency", 3, "models.m1.latency: expected a distribution mapping, got 3"),
     ("models", {}, "models: dictionary should have at least 1 item"),
+    # token prices come in pairs (the router ignores a lone one)
+    ("models/m1/input_per_mtok", 3.0,
+     "models.m1.output_per_mtok: required with input_per_mtok (token prices come in pairs"),
+    ("models/m1/context_window", 0, "models.m1.context_window: input should be greater than 0"),
+    # difficulty
+    ("difficulty", {"sigma": -1.0}, "difficulty.sigma: expected a number >= 0, got -1.0"),
+    ("difficulty", {"unsolvable": 1.0},
+     "difficulty.unsolvable: expected a share in [0, 1), got 1.0"),
+    ("difficulty", {"retry_correlation": 1.0},
+     "difficulty.retry_correlation: expected a share in [0, 1), got 1.0"),
+    ("difficulty", {"sigmas": 1.0}, "difficulty.sigmas: unknown field"),
+    ("difficulty", {"per_type": {"sqll": {"sigma": 1.0}}},
+     "difficulty.per_type.sqll: unknown task type 'sqll'"),
+    ("difficulty", {"per_type": {"sql": {"unsolvable": 1.0}}},
+     "difficulty.per_type.sql.unsolvable: expected a share in [0, 1), got 1.0"),
+    # p must fit in the solvable share: one line naming the model and the field
+    ("difficulty", {"unsolvable": 0.4},
+     "models.m1.completion.default: 0.7 exceeds 1 - difficulty.unsolvable = 0.6"),
+    ("difficulty", {"per_type": {"sql": {"unsolvable": 0.6}}},
+     "models.m1.completion.per_type.sql: 0.5 exceeds 1 - difficulty.per_type.sql.unsolvable = 0.4"),
+    ("difficulty", {"per_type": {"json": {"unsolvable": 0.35}}},
+     "models.m1.completion.default: 0.7 exceeds 1 - difficulty.per_type.json.unsolvable = 0.65"),
+    # the token form of a latency
+    ("models/m1/latency", {"ttft": {"median_s": 0.5, "sigma": 0.2}, "per_output_token_s": -0.1},
+     "per_output_token_s: expected seconds per token >= 0 or a distribution mapping, got -0.1"),
+    ("models/m1/latency", {"ttft": {"median_s": 0.5, "sigma": 0.2}, "per_token_s": 0.1},
+     "per_token_s: unknown field"),
+    ("models/m1/latency", {"ttft": {"median_s": -0.5, "sigma": 0.2}},
+     "median_s: expected a positive number, got -0.5"),
 ]  # fmt: skip
 
 

@@ -6,6 +6,13 @@ checks the simulator (or the world it realises) against that result:
 * an M/M/c queue: the FIFO waits equal the c-server recursion on the same draws, and
   the mean wait matches Erlang C's ``Wq`` within 3 %;
 * a chain of independent attempts: the completion rate matches ``1 - prod(1 - p_i)``;
+* a chain under correlated task difficulty (latent ``d ~ N(0, sigma^2)``, a share
+  ``u`` of unsolvable tasks): the completion rate matches
+  ``(1 - u) E_d[1 - prod(1 - Phi(a_i - d))]`` by numerical integration, of which the
+  independent chain is the special case sigma = u = 0; with the seed scenario's
+  difficulty a 2-model chain completes 6-14 pp less than independence predicts, and a
+  same-model retry after a failure succeeds less often than the base rate, by the
+  predicted amount;
 * an alternating renewal outage process: the share of time down matches
   ``MTTR / (MTBF + MTTR)``.
 
@@ -22,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 from router import RouterConfig, config_from_dict
-from sim.replay import run_trace
-from sim.scenario import Scenario, parse_scenario
+from sim.replay import run_trace, trace_key
+from sim.scenario import Scenario, load_seed_scenario, parse_scenario
 from sim.synth import synthesize
 from sim.trace import ReplayColumns, replay_columns
 
@@ -53,8 +60,10 @@ def _model_spec(completion: float, latency: dict[str, Any], **extra: Any) -> dic
     }
 
 
-def _chain_config(chain: Sequence[str], latency_ms: float) -> RouterConfig:
-    """One route over ``chain``, one attempt per model, limits that never bind."""
+def _chain_config(
+    chain: Sequence[str], latency_ms: float, attempts_per_model: int = 1
+) -> RouterConfig:
+    """One route over ``chain``, one attempt per model (default), limits that never bind."""
     return config_from_dict(
         {
             "models": [
@@ -73,7 +82,7 @@ def _chain_config(chain: Sequence[str], latency_ms: float) -> RouterConfig:
                     "max_cost_per_task": 1.0,
                     "max_latency_ms": GENEROUS_MS,
                     "attempt_timeout_ms": GENEROUS_MS,
-                    "attempts_per_model": 1,
+                    "attempts_per_model": attempts_per_model,
                 }
             },
             "default_route": "all",
@@ -170,8 +179,9 @@ def test_mmc_waits_match_erlang_c() -> None:
         latency = out.arrays["latency_s"][order]
         arrivals = np.asarray(cols.arrival_s)
         # The service time of task i is the world's draw for (model 0, task i, attempt 1):
-        # keyed by the seed only, so a fresh realisation gives the very same draws.
-        world = scenario.realize(seed, arrivals[-1] + 1.0, ["m"])
+        # keyed by the seed and the trace only, so a fresh realisation gives the very
+        # same draws.
+        world = scenario.realize(seed, arrivals[-1] + 1.0, ["m"], trace_key=trace_key(cols))
         service = np.array([world.attempt(0, i, 1, "json", 0, 0)[1] for i in range(n)])
         waits = latency - service
         # (1) exact mechanics, up to float rounding of the simulated clock (~1e-12 s).
@@ -221,6 +231,140 @@ def test_chain_completion_matches_independent_failures() -> None:
     assert calls[1] == n - served[0]
     assert calls[2] == calls[1] - served[1]
     assert out.breaker_trips == 0
+
+
+# ----------------------------------------------------- chain under shared difficulty
+def latent_chain_completion(probs: Sequence[float], sigma: float, unsolvable: float) -> float:
+    """Completion of a chain of distinct models, one attempt each, under the latent model.
+
+    Model i succeeds on a solvable task of difficulty d with ``Phi(a_i - d)`` (its
+    persistent noise and its attempt noise integrate to one N(0, 1): a single attempt
+    per model does not see the retry correlation), ``a_i = sqrt(1 + sigma^2)
+    Phi^-1(p_i / (1 - u))``, and the models fail independently *given d*, so
+    ``P = (1 - u) * integral of phi_sigma(d) [1 - prod(1 - Phi(a_i - d))] dd``. With
+    sigma = u = 0 it is ``1 - prod(1 - p_i)``.
+    """
+    u = unsolvable
+    a = [math.sqrt(1.0 + sigma**2) * float(stats.norm.ppf(p / (1.0 - u))) for p in probs]
+    if sigma == 0.0:
+        return (1.0 - u) * (1.0 - math.prod(1.0 - float(stats.norm.cdf(ai)) for ai in a))
+
+    def f(d: float) -> float:
+        fail = math.prod(1.0 - float(stats.norm.cdf(ai - d)) for ai in a)
+        return float(stats.norm.pdf(d, scale=sigma)) * (1.0 - fail)
+
+    return (1.0 - u) * integrate.quad(f, -12 * sigma, 12 * sigma, limit=200)[0]
+
+
+def _difficulty_scenario(probs: dict[str, float], difficulty: dict[str, Any]) -> Scenario:
+    return parse_scenario(
+        {
+            "difficulty": difficulty,
+            "models": {
+                m: _model_spec(p, {"dist": "fixed", "value_s": 1.0}) for m, p in probs.items()
+            },
+        }
+    )
+
+
+def _binomial_ci(successes: int, n: int, z: float) -> tuple[float, float]:
+    p_hat = successes / n
+    half = z * math.sqrt(p_hat * (1.0 - p_hat) / n)
+    return p_hat - half, p_hat + half
+
+
+LATENT_CASES = [
+    # (completion probabilities, difficulty)
+    ({"m1": 0.5, "m2": 0.6, "m3": 0.7}, {"sigma": 1.4, "unsolvable": 0.1}),
+    ({"m1": 0.75, "m2": 0.6}, {"sigma": 1.7, "unsolvable": 0.05, "retry_correlation": 0.5}),
+    ({"m1": 0.5, "m2": 0.6, "m3": 0.7}, {}),  # the independent chain, a special case
+]
+
+
+@pytest.mark.parametrize(("probs", "difficulty"), LATENT_CASES)
+def test_chain_completion_matches_the_latent_difficulty_integral(
+    probs: dict[str, float], difficulty: dict[str, Any]
+) -> None:
+    """Distinct models, one attempt each, shared difficulty: the simulated completion
+    has the integral inside its 99 % binomial confidence interval (the independent
+    chain of the test above is the case sigma = u = 0, where the integral is exactly
+    1 - prod(1 - p_i))."""
+    n = 20_000
+    scenario = _difficulty_scenario(probs, difficulty)
+    out = run_trace(_poisson_trace(n, 1.0, seed=17), _chain_config(list(probs), 1000.0),
+                    scenario, seed=17)  # fmt: skip
+    sigma, u = difficulty.get("sigma", 0.0), difficulty.get("unsolvable", 0.0)
+    theory = latent_chain_completion(list(probs.values()), sigma, u)
+    if not difficulty:
+        assert theory == pytest.approx(1.0 - math.prod(1.0 - p for p in probs.values()))
+    low, high = _binomial_ci(out.summary["completed"], n, float(stats.norm.ppf(0.995)))
+    assert low <= theory <= high, (low, high, theory)
+    assert out.calls[0] == n  # every task starts at the head of the chain
+
+
+@pytest.mark.parametrize("probs", [(0.5, 0.75), (0.6, 0.75), (0.75, 0.766)])
+def test_seed_difficulty_costs_a_two_model_chain_6_to_14_points(
+    probs: tuple[float, float],
+) -> None:
+    """With the seed scenario's difficulty (sigma 1.4, 10 % unsolvable), a 2-model chain
+    of models around 0.5-0.75 completes 6-14 percentage points less than the
+    independence formula 1 - (1 - p1)(1 - p2) (public per-task data: 10.7 pp on
+    average), and as much as the integral predicts."""
+    n = 20_000
+    difficulty = load_seed_scenario().difficulty.model_dump()
+    chain = {"first": probs[0], "second": probs[1]}
+    scenario = _difficulty_scenario(chain, difficulty)
+    out = run_trace(_poisson_trace(n, 1.0, seed=23), _chain_config(list(chain), 1000.0),
+                    scenario, seed=23)  # fmt: skip
+    simulated = out.summary["completed"] / n
+    independent = 1.0 - (1.0 - probs[0]) * (1.0 - probs[1])
+    gap_pp = 100.0 * (independent - simulated)
+    assert 6.0 <= gap_pp <= 14.0, gap_pp
+    theory = latent_chain_completion(probs, difficulty["sigma"], difficulty["unsolvable"])
+    low, high = _binomial_ci(out.summary["completed"], n, float(stats.norm.ppf(0.995)))
+    assert low <= theory <= high, (low, high, theory)
+
+
+def same_model_retry_success(p: float, sigma: float, u: float, rho: float) -> float:
+    """P(attempt 2 ok | attempt 1 failed) for one model: ``(p - P(both)) / (1 - p)``.
+
+    Both attempts share ``W = d + sqrt(rho) eta ~ N(0, sigma^2 + rho)`` and each succeeds
+    with ``Phi((a - W) / sqrt(1 - rho))`` independently given W, so
+    ``P(both) = (1 - u) E_W[Phi((a - W) / sqrt(1 - rho))^2]``.
+    """
+    a = math.sqrt(1.0 + sigma**2) * float(stats.norm.ppf(p / (1.0 - u)))
+    scale = math.sqrt(sigma**2 + rho)
+    inv = 1.0 / math.sqrt(1.0 - rho)
+
+    def f(w: float) -> float:
+        return float(stats.norm.pdf(w, scale=scale) * stats.norm.cdf((a - w) * inv) ** 2)
+
+    both = (1.0 - u) * integrate.quad(f, -12 * scale, 12 * scale, limit=200)[0]
+    return (p - both) / (1.0 - p)
+
+
+def test_a_same_model_retry_is_less_likely_to_succeed_than_a_fresh_try() -> None:
+    """One model (p = 0.6), two attempts, the seed scenario's difficulty (rho = 0.5):
+    a retry after a failed first attempt succeeds with (p - P(both)) / (1 - p), well
+    below the base rate p; inside its 99 % interval, and below what rho = 0 predicts."""
+    n = 30_000
+    p = 0.6
+    difficulty = load_seed_scenario().difficulty.model_dump()
+    assert difficulty["retry_correlation"] > 0
+    scenario = _difficulty_scenario({"m": p}, difficulty)
+    out = run_trace(_poisson_trace(n, 1.0, seed=29), _chain_config(["m"], 1000.0, 2),
+                    scenario, seed=29)  # fmt: skip
+    failed_first = out.calls[0] - n  # every task that failed attempt 1 made attempt 2
+    ok_first = n - failed_first
+    ok_retry = out.summary["completed"] - ok_first
+    low, high = _binomial_ci(ok_first, n, float(stats.norm.ppf(0.995)))
+    assert low <= p <= high  # the base rate is the scenario's p
+    sigma, u, rho = difficulty["sigma"], difficulty["unsolvable"], difficulty["retry_correlation"]
+    predicted = same_model_retry_success(p, sigma, u, rho)
+    low, high = _binomial_ci(ok_retry, failed_first, float(stats.norm.ppf(0.995)))
+    assert low <= predicted <= high, (low, high, predicted)
+    assert high < p - 0.3  # far below a fresh try
+    assert predicted < same_model_retry_success(p, sigma, u, 0.0) - 0.05
 
 
 # ------------------------------------------------------------------------ availability

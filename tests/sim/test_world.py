@@ -293,3 +293,157 @@ def test_attempt_is_fast_and_the_cache_is_bounded() -> None:
     for i in range(0, 200_000, 997):
         att(i % 13, i, 1 + i % 3, "json", 1, 1)
     assert w.cached_blocks() <= 8
+
+
+# ------------------------------------------------------ the independent world, exactly
+# World.attempt sequences recorded with the code before task difficulty, token latency
+# and trace keys existed (same seeds, same calls): a world whose difficulty is all 0 and
+# that has no trace key must give these very kinds and latencies, bit for bit.
+GOLDEN_ATTEMPTS = {
+    "toy/0": "057d193a9ff5f663a9849c36d4bea1236ce0f1469e1036b2888f1662c9a720a5",
+    "toy/7": "0ceca1e4547fc9e8e48007958e72593c0bbfbd879fc51cf25c9ebdc71cf25eaf",
+    "seed/0": "7f70e2496f5758bc53927ce40731f9c10fb4acfb9fd2c069f52dfae4fc81f0e5",
+    "seed/7": "3d64b5809ca13b39c524b8b07dae1a547b872ff53ef965cd1affe15eaa5475ef",
+}
+
+
+def _golden_toy() -> Scenario:
+    base = {
+        "provider": "p",
+        "completion": {"default": 0.6, "per_type": {"sql": 0.3}},
+        "latency": {
+            "median_s": 1.0,
+            "p95_s": 3.0,
+            "per_1k_prompt_tokens_s": 0.5,
+            "per_1k_completion_tokens_s": 20.0,
+        },
+        "malformed_rate": 0.1,
+        "server_error_rate": 0.05,
+        "fail_fast_latency_s": 0.3,
+        "cost_per_task": 0.0,
+    }
+    return parse_scenario(
+        {
+            "name": "t",
+            "providers": {"p": {"outage": FAST_OUTAGE}, "q": {"outage": FAST_OUTAGE}},
+            "models": {
+                "a": {**base, "outage": {"shared": True}},
+                "b": {**base, "completion": {"default": 0.75, "beta_concentration": 60}},
+                "c": {**base, "provider": "q", "outage": {"shared": True}},
+            },
+        }
+    )
+
+
+def _attempt_sequence(w: World) -> list[list[Any]]:
+    seq: list[list[Any]] = []
+    for m in range(len(w.model_ids)):
+        for i in (0, 1, 2, 3, 17, 4095, 4096, 9999, 123456):
+            for k in (1, 2, 3):
+                kind, lat = w.attempt(m, i, k, TYPES[(i + k) % 5], 100 * (i % 13), 7 * (i % 11))
+                seq.append([m, i, k, kind, repr(lat)])
+    return seq
+
+
+def test_an_independent_unkeyed_world_reproduces_the_recorded_draws() -> None:
+    """sigma = unsolvable = rho = 0 and no trace key: exactly the draws recorded before
+    difficulty existed (the seed scenario with its difficulty section switched off)."""
+    import hashlib
+    import json
+
+    from sim.scenario import DifficultySpec
+
+    seed_off = load_seed_scenario().model_copy(update={"difficulty": DifficultySpec()})
+    assert seed_off.difficulty.is_independent()
+    for name, scn in (("toy", _golden_toy()), ("seed", seed_off)):
+        for seed in (0, 7):
+            seq = _attempt_sequence(scn.realize(seed, 3600.0))
+            digest = hashlib.sha256(json.dumps(seq).encode()).hexdigest()
+            assert digest == GOLDEN_ATTEMPTS[f"{name}/{seed}"], (name, seed, seq[:3])
+    # A few of the recorded values in the clear, so a failure shows what moved.
+    assert _attempt_sequence(seed_off.realize(0, 3600.0))[:3] == [
+        [0, 0, 1, "ok", "1.4099315019519099"],
+        [0, 0, 2, "ok", "1.583627643818476"],
+        [0, 0, 3, "malformed", "1.4749326746495979"],
+    ]
+    assert _attempt_sequence(_golden_toy().realize(7, 3600.0))[:3] == [
+        [0, 0, 1, "ok", "1.1697295861012011"],
+        [0, 0, 2, "server_error", "0.3"],
+        [0, 0, 3, "ok", "0.2955300057465103"],
+    ]
+
+
+# ------------------------------------------------------------------------ trace keys
+def test_trace_keys_give_independent_draws_and_keep_the_outages() -> None:
+    """Two traces with the same seed: independent per-attempt draws (trace keys 1, 2),
+    identical ones for the same key, and the same outage timelines (per seed only)."""
+    s = scenario()
+    w1 = s.realize(3, 200_000.0, ["a", "d"], trace_key=1)
+    w1b = s.realize(3, 200_000.0, ["a", "d"], trace_key=1)
+    w2 = s.realize(3, 200_000.0, ["a", "d"], trace_key=2)
+    w0 = s.realize(3, 200_000.0, ["a", "d"])
+    n = 2 * BLOCK_SIZE
+    lat = {name: np.array([w.attempt(0, i, 1, "json", 0, 0)[1] for i in range(n)])
+           for name, w in (("1", w1), ("1b", w1b), ("2", w2), ("none", w0))}  # fmt: skip
+    assert np.array_equal(lat["1"], lat["1b"])
+    for a, b in (("1", "2"), ("1", "none"), ("2", "none")):
+        both = (lat[a] != 0.3) & (lat[b] != 0.3)  # answered in both worlds
+        r = np.corrcoef(lat[a][both], lat[b][both])[0, 1]
+        assert abs(r) < 4.5 / math.sqrt(both.sum()), (a, b, r)
+    assert w1.outage_intervals() == w2.outage_intervals() == w0.outage_intervals()
+    assert w1.trace_key == 1 and w0.trace_key is None and "trace_key=1" in repr(w1)
+    with pytest.raises(Exception, match="trace_key: expected an integer >= 0 or None"):
+        s.realize(3, 1.0, trace_key=-1)
+
+
+# ------------------------------------------------------------------ context windows
+def test_a_prompt_beyond_the_context_window_is_refused_before_any_draw() -> None:
+    s = scenario(context_window=1000)
+    w = s.realize(1, 10.0, ["a", "b"])
+    assert w.context_window(0) == 1000 and w.context_window(1) is None
+    for k in (1, 2, 7):
+        assert w.attempt(0, 5, k, "sql", 1001, 10) == ("context_length", 0.3)
+    # At the window it answers as usual, with the draws of a model without a window.
+    plain = scenario().realize(1, 10.0, ["a", "b"])
+    assert [w.attempt(0, i, 1, "sql", 1000, 10) for i in range(200)] == [
+        plain.attempt(0, i, 1, "sql", 1000, 10) for i in range(200)
+    ]
+    assert w.attempt(1, 5, 1, "sql", 10**9, 10)[0] != "context_length"
+
+
+# ------------------------------------------------------------------ token latencies
+def test_token_latency_is_ttft_plus_tokens_times_per_token_draws() -> None:
+    """The token form: latency = ttft + completion x per-output-token + prompt x
+    per-input-token. Its TTFT uses the flat form's uniform (paired draws); a per-token
+    distribution is drawn per attempt with the right mean; a number is a constant."""
+    ttft = {"median_s": 1.0, "p95_s": 3.0}
+    flat = scenario(latency=ttft).realize(4, 10.0, ["a"])
+    const = scenario(
+        latency={"ttft": ttft, "per_output_token_s": 0.02, "per_input_token_s": 0.001}
+    ).realize(4, 10.0, ["a"])
+    drawn = scenario(
+        latency={
+            "ttft": ttft,
+            "per_output_token_s": {"dist": "gamma", "shape": 4.0, "mean_s": 0.02},
+            "per_input_token_s": {"dist": "fixed", "value_s": 0.0},
+        }
+    ).realize(4, 10.0, ["a"])
+    n = 20_000
+    base = [flat.attempt(0, i, 1, "json", 0, 0) for i in range(n)]
+    assert [const.attempt(0, i, 1, "json", 0, 0) for i in range(n)] == base
+    assert [drawn.attempt(0, i, 1, "json", 0, 0) for i in range(n)] == base
+    sized = [const.attempt(0, i, 1, "json", 300, 50) for i in range(200)]
+    for (kind, lat), (kind0, lat0) in zip(sized, base[:200], strict=True):
+        assert kind == kind0
+        if kind != "server_error":
+            assert lat == pytest.approx(lat0 + 50 * 0.02 + 300 * 0.001, rel=1e-12)
+    answered = [i for i, b in enumerate(base) if b[0] != "server_error"]
+    per_token = np.array(
+        [(drawn.attempt(0, i, 1, "json", 0, 500)[1] - base[i][1]) / 500 for i in answered]
+    )
+    se = per_token.std() / math.sqrt(len(answered))
+    assert per_token.mean() == pytest.approx(0.02, abs=4.5 * se)
+    assert per_token.std() == pytest.approx(0.02 / 2.0, rel=0.05)  # gamma k = 4: cv = 1/2
+    assert drawn.mean_latency_s(0, 100, 500) == pytest.approx(flat.mean_latency_s(0, 0, 0) + 10.0)
+    spec = scenario(latency={"ttft": ttft, "per_output_token_s": 0.02}).models["a"]
+    assert spec.latency.expected_s(0, 100) == pytest.approx(spec.latency.ttft.mean() + 2.0)
