@@ -2,14 +2,17 @@
 
 Search a space derived from a base config (:class:`SearchSpace`) for the best
 objective (:class:`Objective`, presets in :data:`PRESETS`) with
-:func:`run_study`; the winner is chosen on held-out seeds and exported
-(:func:`write_export`, rounded by :func:`round_config`, with endpoints merged by
-:func:`merge_endpoints`) in the router's own format or as a LiteLLM config.
+:func:`run_study`; the winner is chosen on selection seeds, reported on fresh
+reporting seeds (:data:`SEED_STREAMS`) and exported (:func:`write_export`, rounded
+by :func:`round_config`, with endpoints merged by :func:`merge_endpoints`) in the
+router's own format or as a LiteLLM config (what LiteLLM cannot carry:
+:func:`litellm_losses`).
 """
 
 from optimize.exhaustive import ExhaustiveResult, exhaustive_search
 from optimize.export import (
     FORMATS,
+    litellm_losses,
     load_endpoints,
     merge_endpoints,
     render,
@@ -24,6 +27,7 @@ from optimize.objective import (
     Constraints,
     Objective,
     Preset,
+    answer_wait_s,
     make_objective,
     net_value,
 )
@@ -39,6 +43,7 @@ from optimize.space import (
 from optimize.storage import open_storage, redact, resolve_storage
 from optimize.study import (
     SAMPLERS,
+    SEED_STREAMS,
     Evaluator,
     Progress,
     StudyReport,
@@ -46,8 +51,10 @@ from optimize.study import (
     config_key,
     count_trials,
     create_or_load,
+    export_warnings,
     holdout,
     run_study,
+    seed_stream,
     space_of,
 )
 
@@ -66,15 +73,19 @@ __all__ = [
     "Preset",
     "Progress",
     "SAMPLERS",
+    "SEED_STREAMS",
     "SearchSpace",
     "SpaceSpec",
     "StudyReport",
     "StudySettings",
+    "answer_wait_s",
     "config_key",
     "count_trials",
     "create_or_load",
     "exhaustive_search",
+    "export_warnings",
     "holdout",
+    "litellm_losses",
     "load_endpoints",
     "load_space_spec",
     "make_objective",
@@ -87,6 +98,7 @@ __all__ = [
     "resolve_storage",
     "round_config",
     "run_study",
+    "seed_stream",
     "space_of",
     "to_litellm",
     "write_export",

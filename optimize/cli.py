@@ -80,11 +80,17 @@ def _main(
 
 
 _PRESET_HELP = "\n\n".join(f"[bold]{name}[/bold]: {p.description}" for name, p in PRESETS.items())
-_RUN_HELP = f"""Run (or resume) a study, choose the winner on held-out seeds, write figures.
+_RUN_HELP = f"""Run (or resume) a study, choose the winner on selection seeds, report it on
+fresh reporting seeds, write figures.
 
 The study simulates --trials trials (a trial that repeats an earlier one's config
 is answered from it, recorded with user attr duplicate_of, and not counted). On a
 terminal a progress bar runs; otherwise a line is printed every --progress-every trials.
+
+Seeds (base --seed S): trials train on S + [0, R); the top trials and the base
+config are compared on selection seeds S + 10000 + [0, H) (and --holdout traces);
+the winner and the base config are reported on S + 20000 + [0, H), seeds the
+winner was not chosen on. `sim compare` uses S + 30000 + [0, R) by default.
 
 Presets (--preset; `optimize presets` lists their settings):
 
@@ -202,9 +208,13 @@ def run(
     holdout: Annotated[
         list[Path] | None, typer.Option(help="Held-out traces for choosing the winner.")
     ] = None,
-    replications: Annotated[int, typer.Option(help="CRN seeds per trial.")] = 3,
-    holdout_replications: Annotated[int, typer.Option(help="Held-out seeds.")] = 10,
-    top_k: Annotated[int, typer.Option(help="Trials re-run on the holdout.")] = 5,
+    replications: Annotated[
+        int, typer.Option(help="Training seeds per trial (common random numbers).")
+    ] = 3,
+    holdout_replications: Annotated[
+        int, typer.Option(help="Selection seeds, and as many reporting seeds.")
+    ] = 10,
+    top_k: Annotated[int, typer.Option(help="Trials re-run on the selection seeds.")] = 5,
     sampler: Annotated[str, typer.Option(help="tpe | nsga2 | gp | random.")] = "tpe",
     study_file: Annotated[
         Path | None, typer.Option(help="YAML: objective settings, constraints, space.")
@@ -252,7 +262,8 @@ def run(
         mode,
         max(progress_every, 1),
         then=f"holdout: re-running the top {top_k} trials and the base config on "
-        f"{holdout_replications} held-out seeds",
+        f"{holdout_replications} selection seeds, then the winner on {holdout_replications} "
+        "reporting seeds",
     )
     try:
         if progress_every < 1:
@@ -313,7 +324,8 @@ def run(
         best = report.space.build(report.study.trials[report.summary["best_trial"]].params)
         if eps:
             best = merge_endpoints(best, eps)
-        tuned = write_export(best, target / "tuned.yaml")
+        warned = report.summary["warnings"]
+        tuned = write_export(best, target / "tuned.yaml", header=_warning_header(warned))
         s = report.summary
         s["out"] = str(target)
         s["exported"] = str(tuned)
@@ -373,6 +385,38 @@ def _run_rows(s: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _verdict_lines(ho: dict[str, Any]) -> list[str]:
+    """Feasibility and significance of a holdout result, one line each."""
+    from optimize.study import export_warnings
+
+    n = len(ho.get("reporting_seeds") or ho.get("holdout_seeds") or [])
+    where = f"on {n} reporting seeds" if "reporting_seeds" in ho else f"on {n} held-out seeds"
+    if ho.get("feasible"):
+        feasible = f"feasible: constraints met {where}"
+    else:
+        feasible = next(w for w in export_warnings(ho) if w.startswith("infeasible"))
+    lo, hi = ho["improvement_ci_low"], ho["improvement_ci_high"]
+    if lo > 0:
+        sig = (
+            f"significant: improvement over the base config {ho['improvement_vs_base']:+.4g} "
+            f"[{lo:+.4g}, {hi:+.4g}], 95% CI above 0 {where}"
+        )
+    else:
+        sig = next(
+            w for w in export_warnings(ho) if w.startswith(("not significant", "worse than"))
+        )
+    return [feasible, sig]
+
+
+def _warning_header(warnings_: list[str]) -> list[str]:
+    """The header comment of an export written despite ``warnings_`` (empty: none)."""
+    if not warnings_:
+        return []
+    return ["WARNING: exported although it should not go live as it is:"] + [
+        f"  - {w}" for w in warnings_
+    ]
+
+
 def _print_run(s: dict[str, Any], plain: bool = False) -> None:
     """The run's result: a rich table on a terminal, plain lines otherwise."""
     counts = (
@@ -380,18 +424,27 @@ def _print_run(s: dict[str, Any], plain: bool = False) -> None:
         f"{s.get('failed', 0)} failed; {s.get('duplicates', 0)} repeats not re-simulated)"
     )
     head = f"study {s['study']}: {counts}, objective {s['objective']}"
-    winner = f"winner: trial {s['best_trial']}, chosen on {s['holdout_seeds']} held-out seeds" + (
-        "" if s["feasible"] else " [constraints NOT held]"
+    winner = (
+        f"winner: trial {s['best_trial']}, chosen on {s['selection_seeds']} selection seeds, "
+        f"reported on {s['reporting_seeds']} fresh reporting seeds"
     )
+    ho = {
+        **s,
+        "reporting_seeds": [0] * s["reporting_seeds"],
+        "constraints": s.get("constraints", {}),
+    }
+    verdict = _verdict_lines(ho)
     timing = (
         f"{s['seconds']:.1f} s: study {s['seconds_study']:.1f} s, holdout "
         f"{s['seconds_holdout']:.1f} s, figures {s['seconds_figures']:.1f} s"
     )
     tail = f"figures, summary.json and tuned.yaml in {s['out']}/ ({timing})"
+    if s.get("warnings"):
+        tail += "; tuned.yaml carries the warnings in its header, `optimize export` refuses it"
     rows = _run_rows(s)
-    header = ("held-out seeds", "base", "tuned", "tuned - base [95% CI]")
+    header = ("reporting seeds", "base", "tuned", "tuned - base [95% CI]")
     if plain:
-        lines = [head, winner, *_plain_table(header, rows, left=1, indent="  "), tail]
+        lines = [head, winner, *verdict, *_plain_table(header, rows, left=1, indent="  "), tail]
         sys.stdout.write("\n".join(lines) + "\n")
         return
     from rich.table import Table
@@ -403,8 +456,10 @@ def _print_run(s: dict[str, Any], plain: bool = False) -> None:
     for r in rows:
         table.add_row(*r)
     console.print(table)
-    console.print(winner)
-    console.print(tail)
+    console.print(winner, markup=False)
+    for line in verdict:
+        console.print(line, markup=False)
+    console.print(tail, markup=False)
 
 
 @app.command(cls=_Command)
@@ -467,6 +522,11 @@ def show(
             if k not in ("metrics", "base_metrics", "values", "base_values", "candidates")
         },
     }
+    if data["holdout"]:
+        from optimize.study import export_warnings
+
+        data["holdout"]["significant"] = data["holdout"]["improvement_ci_low"] > 0
+        data["holdout"]["warnings"] = export_warnings(st.user_attrs["holdout"])
     if json_:
         sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
         return
@@ -505,8 +565,11 @@ def show(
             f"holdout winner: trial {ho['best_trial']}, value {ho['holdout_value']:.6g} "
             f"[{ho['holdout_ci_low']:.6g}, {ho['holdout_ci_high']:.6g}], improvement vs base "
             f"{ho['improvement_vs_base']:+.6g} [{ho['improvement_ci_low']:+.6g}, "
-            f"{ho['improvement_ci_high']:+.6g}]"
+            f"{ho['improvement_ci_high']:+.6g}]",
+            markup=False,
         )
+        for line in _verdict_lines(ho):
+            console.print(line, markup=False)
 
 
 def _storages(storage: str | None) -> list[str]:
@@ -570,7 +633,7 @@ def list_(
     repeats: trials answered from an earlier one with the same config; best: the
     best complete trial on the training seeds (feasible ones first; for a
     multi-objective study, by net value); holdout winner: the trial chosen on the
-    held-out seeds and its value there.
+    selection seeds and its value on the reporting seeds.
     """
     warnings.filterwarnings("ignore", module="optuna")
     import optuna
@@ -670,16 +733,39 @@ def export(
             "or replacing the base config's endpoints."
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Write a winner that is infeasible or not significantly better than the "
+            "base config on the reporting seeds; the reason goes into the file's header.",
+        ),
+    ] = False,
 ) -> None:
     """Write a trial's config for the live router (or a LiteLLM proxy).
 
+    The default is the study's winner. It must hold the constraints on the reporting
+    seeds and beat the base config there with a 95% CI above 0; otherwise export
+    refuses (exit 2) unless --force, which writes the reason as the file's header
+    comment (YAML, TOML, LiteLLM; a JSON router config has no room for it). A
+    --trial other than the winner was never reported on fresh seeds: its
+    feasibility on the training seeds is checked, and the header says so.
     Settings are rounded (whole milliseconds, costs to 4 significant digits); the
-    models keep the base config's endpoints, plus or replaced by --endpoints.
+    models keep the base config's endpoints, plus or replaced by --endpoints. A
+    LiteLLM export lists on stderr, and in its header, every setting LiteLLM cannot
+    carry.
     """
     import optuna
 
-    from optimize.export import FORMATS, load_endpoints, merge_endpoints, write_export
-    from optimize.study import space_of
+    from optimize.export import (
+        FORMATS,
+        litellm_losses,
+        load_endpoints,
+        merge_endpoints,
+        round_config,
+        write_export,
+    )
+    from optimize.study import export_warnings, space_of
 
     warnings.filterwarnings("ignore", module="optuna")
     try:
@@ -687,11 +773,13 @@ def export(
             raise InputError(
                 f"--format: unknown format {format_!r} (expected one of {', '.join(FORMATS)})"
             )
+        if out.is_dir():
+            raise InputError(f"--out: {out}: is a directory; expected a file path")
         eps = load_endpoints(endpoints) if endpoints else None
         st, _ = _load_study(study, storage)
         space, _, obj = space_of(st)
+        ho = st.user_attrs.get("holdout")
         if trial is None:
-            ho = st.user_attrs.get("holdout")
             if ho:
                 trial = int(ho["best_trial"])
             elif not obj.multi:
@@ -705,13 +793,51 @@ def export(
         ft = st.trials[trial]
         if ft.state != optuna.trial.TrialState.COMPLETE:
             raise InputError(f"--trial: trial {trial} is {ft.state.name}, not COMPLETE")
+        if ho and int(ho["best_trial"]) == trial:
+            problems = export_warnings(ho)
+            notes: list[str] = []
+        else:
+            broken = [f"{k} by {v:+.4g}" for k, v in ft.constraints.items() if v > 0]
+            problems = (
+                [f"infeasible: constraints not met on the training seeds ({', '.join(broken)})"]
+                if broken
+                else []
+            )
+            why = "not the study's winner" if ho else "the study has no holdout result yet"
+            notes = [
+                f"trial {trial} is {why}: it was not reported on fresh seeds; its improvement "
+                "over the base config is unmeasured (check it with `sim compare`)"
+            ]
+        if problems and not force:
+            raise InputError(
+                f"export: trial {trial} is {'; '.join(problems)}; --force writes it anyway "
+                "with this reason in its header"
+            )
+        header = _warning_header(problems)
+        if not (format_ == "router" and out.suffix.lower() == ".json"):
+            header += notes  # JSON has no comments: the notes go to stderr only
         config = space.build(ft.params)
         if eps:
             config = merge_endpoints(config, eps)
-        path = write_export(config, out, format_)
+        path = write_export(config, out, format_, header=header)
+        losses = litellm_losses(round_config(config)) if format_ == "litellm" else []
     except InputError as exc:
         fail_cli(str(exc))
-    err.print(f"wrote trial {trial} as {format_} config to {path}")
+    for line in notes:
+        err.print(f"note: {line}", markup=False, highlight=False)
+    if problems:
+        err.print(
+            f"warning: written with --force: {'; '.join(problems)}", markup=False, highlight=False
+        )
+    if losses:
+        err.print(
+            "not carried to LiteLLM (listed in the file's header too):",
+            markup=False,
+            highlight=False,
+        )
+        for line in losses:
+            err.print(f"  - {line}", markup=False, highlight=False, soft_wrap=True)
+    err.print(f"wrote trial {trial} as {format_} config to {path}", markup=False)
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ routed task is worth on average::
 
     net_value = value_per_success × completion_rate
                 − cost_per_task
-                − latency_cost_per_s × latency_mean_s
+                − latency_cost_per_s × answer_wait_s
+
+    answer_wait_s = latency_mean_s + (1 − completion_rate) × time_to_failure_mean_s
 
 ``value_per_success`` (default $0.05) is what one completed task is worth to the
 user (an agent step that does not need redoing by hand); ``latency_cost_per_s``
@@ -14,21 +16,54 @@ user (an agent step that does not need redoing by hand); ``latency_cost_per_s``
 completes 10 points more tasks is worth $0.005 per task more, five seconds of
 extra latency cost $0.01 per task.
 
+**How failures are treated.** The summary's latencies (``latency_mean_s``,
+``latency_p95_s``) are over *successful* tasks only: a task that fails fast is not
+a fast task. A failed task earns nothing, keeps its spend in ``cost_per_task``,
+and is charged, at ``latency_cost_per_s``, its time to failure *on top of* the
+wait every task is charged — the mean latency of a successful task, since the
+user of a failed task still needs the answer. That is :func:`answer_wait_s`: the
+wait for an answer when a failed task is redone and then succeeds in the usual
+time. So failing saves no waiting: making tasks fail instantly, whatever their
+number, leaves ``answer_wait_s`` unchanged or larger and lowers completion, so
+``net_value`` never rises while a success is worth more than its spend
+(``value_per_success`` above its ``cost``); a failure that took time only makes it
+worse.
+
 The other objectives:
 
 ``seed_score``
-    the article's score, completion / cost × 1 / latency, with the router's
-    zero-cost treatment (a cost of 0 becomes ``zero_cost_floor_usd``);
+    the article's score, completion / cost × 1 / latency, with cost and latency
+    counted *per answer*: completion_rate / cost_per_success / answer_wait_s
+    (``cost_per_success`` includes failed tasks' spend; a cost of 0 becomes
+    ``zero_cost_floor_usd``, a wait below 1 ms counts as 1 ms). Counted per task,
+    instant free failures would lower cost and wait as fast as completion and
+    the score could not see them; per answer, they only lower completion;
 ``successes_per_dollar``
-    completed tasks per dollar (again with the zero-cost floor);
+    completed tasks per dollar spent, failed tasks' spend included (the same
+    zero-cost floor). A failure that spent nothing leaves it unchanged, neither
+    better nor worse: pair it with ``min_completion_rate`` (the ``prototype``
+    preset does);
 ``multi``
     three objectives at once, a Pareto front: completion_rate ↑,
-    cost_per_success ↓, latency_p95_s ↓.
+    cost_per_success ↓, latency_p95_s ↓ (successful tasks). Failing tasks lowers
+    the first and cannot improve the other two, so it never moves a config up
+    the front; trials are ranked by ``net_value`` where one number is needed.
 
 Constraints are evaluated on the same summary and handed to Optuna with
 ``trial.set_constraint`` (a value ≤ 0 is feasible): minimum completion rate,
-maximum p95 latency, maximum cost per task, and a budget for the whole
-replayed traffic (USD per replication).
+maximum p95 latency (of successful tasks: failed tasks are not timed in it, they
+count against ``min_completion_rate``), maximum cost per task, and a budget for
+the whole replayed traffic (USD per replication).
+
+What is promised, and what is not: turning successes into instant failures
+while the successful tasks' latencies stay what they were (the failures are not
+chosen by how slow or costly their task was) never improves an objective or a
+constraint value (tests/optimize/test_failing_fast.py). A config that picks its
+failures — gives up on exactly the slowest or priciest tasks — lowers the
+success-only latency; every objective then still charges the lost completions
+(and ``net_value`` the time those tasks took to fail), so it wins only when the
+price list says the saved wait or spend is worth more than the tasks lost.
+``min_completion_rate`` is the hard guard.
 
 Presets follow the article's decision matrix (:data:`PRESETS`).
 """
@@ -126,14 +161,15 @@ class Objective:
         """The scalar objective of one summary (``multi``: its net value, for ranking)."""
         name = "net_value" if self.multi else self.name
         completion = float(summary["completion_rate"])
-        cost = float(summary["cost_per_task"])
-        latency = float(summary["latency_mean_s"])
         floor = self.zero_cost_floor_usd
         if name == "net_value":
             return net_value(summary, self.value_per_success, self.latency_cost_per_s)
+        if completion <= 0:
+            return 0.0
         if name == "seed_score":
-            return completion / max(cost, floor) / max(latency, 1e-3)
-        return completion / max(cost, floor)
+            per_success = float(summary["cost_per_success"])
+            return completion / max(per_success, floor) / max(answer_wait_s(summary), 1e-3)
+        return completion / max(float(summary["cost_per_task"]), floor)
 
     def values(self, summary: Mapping[str, Any]) -> list[float]:
         """What the Optuna objective returns: one value, or the three of ``multi``."""
@@ -151,14 +187,30 @@ class Objective:
         return cls(**d)
 
 
+def answer_wait_s(summary: Mapping[str, Any]) -> float:
+    """Seconds a task waits for its answer: the mean latency of a successful task,
+    plus, for the share of tasks that failed, the time they took to fail (a failed
+    task still needs its answer: it is redone and then waits the usual time).
+
+    Failing fast cannot shorten it: an instant failure adds nothing to the failure
+    term and leaves the successful tasks' latency as it was. Summaries without
+    ``time_to_failure_mean_s`` (written before it existed) count failures as instant.
+    """
+    failed = 1.0 - float(summary["completion_rate"])
+    return float(summary["latency_mean_s"]) + failed * float(
+        summary.get("time_to_failure_mean_s", 0.0)
+    )
+
+
 def net_value(
     summary: Mapping[str, Any], value_per_success: float, latency_cost_per_s: float
 ) -> float:
-    """Dollars per task: value of completions minus spend minus the price of waiting."""
+    """Dollars per task: value of completions minus spend minus the price of waiting
+    (:func:`answer_wait_s`; see the module docstring for how failures are charged)."""
     return (
         value_per_success * float(summary["completion_rate"])
         - float(summary["cost_per_task"])
-        - latency_cost_per_s * float(summary["latency_mean_s"])
+        - latency_cost_per_s * answer_wait_s(summary)
     )
 
 

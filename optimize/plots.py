@@ -4,13 +4,14 @@ Drawn with matplotlib's Agg backend from the study's stored trials and holdout
 result (no display needed). Each figure is written to a temp file and renamed.
 
 - ``history.png``: every complete trial's objective, the running best, the base
-  config (trial 0) and the winner chosen on the held-out seeds;
+  config (trial 0) and the winner chosen on the selection seeds;
 - ``pareto.png``: completion against cost per success, coloured by p95 latency;
 - ``importances.png``: PED-ANOVA parameter importances (deterministic, so the
   same study gives the same figure), with readable parameter names, largest
   first (ties by name);
 - ``tuned_vs_base.png``: per metric, the winner's paired difference from the
-  base config over the held-out seeds with its 95% CI, coloured by whether it
+  base config over the reporting seeds (fresh: the winner was not chosen on them)
+  with its 95% CI, coloured by whether it
   is a significant gain (green), a significant loss (red) or neither (grey).
 """
 
@@ -168,7 +169,7 @@ def write_figures(
                 color="gold",
                 edgecolors="k",
                 zorder=4,
-                label=f"chosen on held-out seeds (trial {win})",
+                label=f"chosen on selection seeds (trial {win})",
             )
         ax.legend(loc="lower right", fontsize=8)
     ax.set(
@@ -231,7 +232,7 @@ def write_figures(
     plt.close(fig)
     paths.append(out / "importances.png")
 
-    # 4. Tuned vs base on the held-out seeds: paired differences with 95% CIs.
+    # 4. Tuned vs base on the reporting seeds: paired differences with 95% CIs.
     rows = _paired_rows(objective, holdout) if holdout else []
     fig, axes = plt.subplots(
         max(len(rows), 1), 1, figsize=(8, 0.9 + 0.75 * max(len(rows), 1)), squeeze=False
@@ -275,10 +276,12 @@ def write_figures(
         )
     if not rows:
         axes[0, 0].text(0.5, 0.5, "no holdout result", ha="center", va="center")
-    seeds = len(holdout.get("holdout_seeds", [])) if holdout else 0
+    seeds = (
+        len(holdout.get("reporting_seeds") or holdout.get("holdout_seeds") or []) if holdout else 0
+    )
     trial = holdout.get("best_trial") if holdout else None
     fig.suptitle(
-        f"Tuned (trial {trial}) − base config, paired over {seeds} held-out seeds (95% CI)",
+        f"Tuned (trial {trial}) − base config, paired over {seeds} reporting seeds (95% CI)",
         fontsize=10,
     )
     fig.tight_layout()  # makes room for the labels on the left and the notes on the right

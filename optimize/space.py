@@ -527,7 +527,8 @@ class SearchSpace:
         """Every distinct configuration of a space whose free parameters are all discrete.
 
         Chains are enumerated as ordered selections of the candidates (one
-        parameter dict per distinct chain, not per key vector). Raises
+        parameter dict per distinct chain, not per key vector); a route whose keys are
+        all frozen has one chain per length. Raises
         :class:`InputError` when a free float other than a random key remains:
         freeze it (or narrow it to a list of choices is not possible for floats).
         """
@@ -549,6 +550,12 @@ class SearchSpace:
                 else [int(self.frozen.get(f"{r}.length", self._fallback_values(r)[f"{r}.length"]))]
             )
             options: list[dict[str, Any]] = []
+            if not any(f"{r}.key.{m}" in self.params for m in cands):
+                # Every key frozen: the order is fixed, only the length can vary.
+                per_route.append(
+                    [{f"{r}.length": n} for n in lengths] if isinstance(lp, IntParam) else [{}]
+                )
+                continue
             for length in lengths:
                 for chain in itertools.permutations(cands, length):
                     vals: dict[str, Any] = (
@@ -588,7 +595,10 @@ class SearchSpace:
                 if isinstance(lp, IntParam)
                 else [int(self.frozen.get(f"{r}.length", self._fallback_values(r)[f"{r}.length"]))]
             )
-            total *= sum(math.perm(n, k) for k in lengths)
+            if any(f"{r}.key.{m}" in self.params for m in self.candidates[r]):
+                total *= sum(math.perm(n, k) for k in lengths)
+            else:  # every key frozen: one chain per length
+                total *= len(lengths)
         for n, p in self.params.items():
             if isinstance(p, ChoiceParam):
                 total *= len(p.choices)

@@ -25,12 +25,20 @@ How a study runs (:func:`run_study`):
    number of simulated (complete or pruned, not repeated) trials. Trials left
    RUNNING by a killed process on this machine are marked FAIL when the study
    is resumed; every finished trial is kept.
-4. The top ``top_k`` distinct feasible trials (for ``multi``: Pareto points,
-   ranked by net value) and the base config are re-run on ``holdout_replications``
-   held-out seeds (``seed + 10000 + i``, never used in training) and on the
-   held-out traces when given. The winner is the best there; its confidence
-   interval and its paired improvement over the base config (same seeds) are
-   reported and stored on the study.
+4. Choosing and reporting the winner uses seeds no trial was scored on, in
+   named, disjoint streams (:data:`SEED_STREAMS`, :func:`seed_stream`): trials
+   train on ``seed + [0, R)``; the top ``top_k`` distinct feasible trials (for
+   ``multi``: Pareto points, ranked by net value) and the base config are re-run
+   on the *selection* seeds ``seed + 10_000 + [0, H)`` (and on the held-out
+   traces when given) and the winner is the best there (feasible first); the
+   winner and the base config are then run again on fresh *reporting* seeds
+   ``seed + 20_000 + [0, H)``, which chose nothing, and only those numbers are
+   reported: the winner's value with its 95% CI, its paired improvement over
+   the base config, whether it holds the constraints there (``feasible``) and
+   whether the improvement's CI lies above 0 (``significant``). ``sim compare``
+   pairs configs on ``seed + 30_000 + [0, R)`` by default, a fourth stream.
+   Selecting on the seeds you report on would report the winner's luck along
+   with its merit (the maximum of k noisy means is biased upwards).
 """
 
 from __future__ import annotations
@@ -60,7 +68,20 @@ from sim.scenario import Scenario
 from sim.trace import ReplayColumns
 
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
-HOLDOUT_SEED_OFFSET = 10_000
+#: How many seeds one stream holds: streams never overlap while replications,
+#: holdout replications and ``sim compare --replications`` stay within it.
+STREAM_WIDTH = 10_000
+#: The seed streams of a study with base seed ``s``: stream ``name`` is
+#: ``s + SEED_STREAMS[name] + [0, n)``, n <= :data:`STREAM_WIDTH`. ``compare`` is
+#: ``sim compare``'s default (sim.cli.COMPARE_SEED_OFFSET), so a check run by hand
+#: meets seeds the study neither trained, selected nor reported on.
+SEED_STREAMS: dict[str, int] = {
+    "training": 0,
+    "selection": 10_000,
+    "reporting": 20_000,
+    "compare": 30_000,
+}
+HOLDOUT_SEED_OFFSET = SEED_STREAMS["selection"]  # the selection stream (older name)
 #: Metrics compared between the winner and the base config, paired by held-out seed
 #: (and the direction that is better).
 PAIRED_METRICS: tuple[tuple[str, str], ...] = (
@@ -93,6 +114,18 @@ class Evaluator:
     def fingerprint(self) -> str:
         """Names and sizes of the traces (a resumed study must use the same ones)."""
         return ", ".join(f"{name}:{len(cols.task_ids)}" for name, cols in self.traces)
+
+
+def seed_stream(name: str, seed: int, n: int) -> list[int]:
+    """The first ``n`` seeds of stream ``name`` for base seed ``seed`` (:data:`SEED_STREAMS`)."""
+    if name not in SEED_STREAMS:
+        raise InputError(
+            f"seed stream: unknown stream {name!r} (expected one of {', '.join(SEED_STREAMS)})"
+        )
+    if not 0 <= n <= STREAM_WIDTH:
+        raise InputError(f"seed stream {name}: {n} seeds do not fit in a stream of {STREAM_WIDTH}")
+    start = seed + SEED_STREAMS[name]
+    return list(range(start, start + n))
 
 
 def mean_metrics(summaries: Sequence[dict[str, Any]]) -> dict[str, float]:
@@ -138,6 +171,12 @@ class StudySettings:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise InputError(
                     f"--{key.replace('_', '-')}: expected an integer >= {low}, got {v!r}"
+                )
+        for key in ("replications", "holdout_replications"):
+            v = getattr(self, key)
+            if v > STREAM_WIDTH:
+                raise InputError(
+                    f"--{key.replace('_', '-')}: at most {STREAM_WIDTH} (one seed stream), got {v}"
                 )
         if self.sampler not in SAMPLERS:
             raise InputError(
@@ -234,8 +273,8 @@ def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
         return list(twin.values) if obj.multi else float(twin.value)
     summaries: list[dict[str, Any]] = []
     values: list[float] = []
-    for r in range(s.replications):
-        summary = ctx.evaluator.summary(config, s.seed + r)
+    for r, seed in enumerate(seed_stream("training", s.seed, s.replications)):
+        summary = ctx.evaluator.summary(config, seed)
         summaries.append(summary)
         values.append(obj.value(summary))
         if not obj.multi and s.prune and s.replications > 1:
@@ -589,37 +628,47 @@ def holdout(
     top_k: int,
     jobs: int = 1,
 ) -> dict[str, Any]:
-    """Re-run the top trials and the base config on held-out seeds; choose the winner there."""
+    """Choose the winner on the selection seeds; report it on fresh reporting seeds.
+
+    The top trials and the base config are re-run on ``replications`` selection
+    seeds; the best there (feasible first) wins. The winner and the base config
+    are then run on ``replications`` reporting seeds, and every reported number
+    (value, CI, paired improvement, metrics, ``feasible``, ``significant``) comes
+    from those. ``selection`` keeps what the choice was made on.
+    """
     cands = select_candidates(study, space, objective, top_k)
     if not cands:
         raise InputError(f"study {study.study_name!r}: no completed trial to choose from")
-    seeds = [seed + HOLDOUT_SEED_OFFSET + i for i in range(replications)]
-    runs = _summaries(evaluator, [base] + [c.config for c in cands], seeds, jobs)
-    base_runs, cand_runs = runs[0], runs[1:]
-    base_vals = [objective.value(s) for s in base_runs]
+    sel_seeds = seed_stream("selection", seed, replications)
+    runs = _summaries(evaluator, [base] + [c.config for c in cands], sel_seeds, jobs)
+    sel_base_vals = [objective.value(s) for s in runs[0]]
     rows = []
-    for c, summaries in zip(cands, cand_runs, strict=True):
+    for c, summaries in zip(cands, runs[1:], strict=True):
         vals = [objective.value(s) for s in summaries]
-        metrics = mean_metrics(summaries)
         rows.append(
             {
                 "trial": c.trial,
                 "train_value": c.train_value,
-                "values": vals,
                 "mean": float(np.mean(vals)),
-                "feasible": objective.constraints.feasible(metrics),
-                "metrics": metrics,
+                "feasible": objective.constraints.feasible(mean_metrics(summaries)),
             }
         )
-    feasible = [r for r in rows if r["feasible"]] or rows
-    win = max(feasible, key=lambda r: r["mean"])
-    m, h = mean_ci(win["values"])
-    diff = paired_difference(base_vals, win["values"])
-    win_runs = cand_runs[rows.index(win)]
+    pool = [r for r in rows if r["feasible"]] or rows
+    win = max(pool, key=lambda r: r["mean"])
+    winner = cands[rows.index(win)]
+
+    rep_seeds = seed_stream("reporting", seed, replications)
+    base_runs, win_runs = _summaries(evaluator, [base, winner.config], rep_seeds, jobs)
+    base_vals = [objective.value(s) for s in base_runs]
+    vals = [objective.value(s) for s in win_runs]
+    metrics = mean_metrics(win_runs)
+    m, h = mean_ci(vals)
+    diff = paired_difference(base_vals, vals)
     paired = {
         k: paired_difference([b[k] for b in base_runs], [w[k] for w in win_runs])
         for k, _ in PAIRED_METRICS
     }
+    constraints = objective.constraints.values(metrics)
     return {
         "best_trial": win["trial"],
         "holdout_value": m,
@@ -629,18 +678,54 @@ def holdout(
         "improvement_vs_base": diff["diff"],
         "improvement_ci_low": diff["diff_ci_low"],
         "improvement_ci_high": diff["diff_ci_high"],
-        "feasible": win["feasible"],
-        "holdout_seeds": seeds,
-        "metrics": win["metrics"],
+        # On the reporting seeds: constraints held, and the improvement's CI above 0.
+        "feasible": all(v <= 0 for v in constraints.values()),
+        "significant": diff["diff_ci_low"] > 0,
+        "constraints": constraints,
+        "selection_seeds": sel_seeds,
+        "reporting_seeds": rep_seeds,
+        "metrics": metrics,
         "base_metrics": mean_metrics(base_runs),
         "base_values": base_vals,
-        "values": win["values"],
+        "values": vals,
         # Per metric: base mean (a), winner mean (b), paired b - a and its 95% CI.
         "paired": paired,
-        "candidates": [
-            {k: r[k] for k in ("trial", "train_value", "mean", "feasible")} for r in rows
-        ],
+        "selection": {
+            "value": win["mean"],
+            "base_value": float(np.mean(sel_base_vals)),
+            "feasible": win["feasible"],
+            "candidates": rows,
+        },
     }
+
+
+def export_warnings(ho: dict[str, Any]) -> list[str]:
+    """Why a holdout winner should not go live (empty: it may).
+
+    Infeasible: some constraint is not met on the reporting seeds. Not
+    significant: its paired improvement over the base config has a 95% CI that
+    reaches 0 (or lies below it). A result stored before reporting seeds existed
+    was measured on the seeds it was selected on, which is said too.
+    """
+    out: list[str] = []
+    n = len(ho.get("reporting_seeds") or ho.get("holdout_seeds") or [])
+    where = f"on {n} reporting seeds" if "reporting_seeds" in ho else f"on {n} held-out seeds"
+    if not ho.get("feasible", False):
+        broken = [f"{k} by {v:+.4g}" for k, v in (ho.get("constraints") or {}).items() if v > 0]
+        detail = f" ({', '.join(broken)})" if broken else ""
+        out.append(f"infeasible: constraints not met {where}{detail}")
+    lo, hi = ho.get("improvement_ci_low", 0.0), ho.get("improvement_ci_high", 0.0)
+    ci = f"{ho.get('improvement_vs_base', 0.0):+.4g} [{lo:+.4g}, {hi:+.4g}]"
+    if hi < 0:
+        out.append(f"worse than the base config {where}: improvement {ci}")
+    elif not lo > 0:
+        out.append(f"not significant: improvement over the base config {ci} includes 0 {where}")
+    if "reporting_seeds" not in ho:
+        out.append(
+            "selected and reported on the same seeds (a study from before reporting seeds; "
+            "run `optimize run` again to report it on fresh ones)"
+        )
+    return out
 
 
 # ----------------------------------------------------------------- the runner
@@ -740,7 +825,12 @@ def run_study(
         "improvement_ci_high": result["improvement_ci_high"],
         "base_value": result["base_value"],
         "feasible": result["feasible"],
-        "holdout_seeds": len(result["holdout_seeds"]),
+        "significant": result["significant"],
+        "constraints": result["constraints"],
+        "warnings": export_warnings(result),
+        "selection_value": result["selection"]["value"],
+        "selection_seeds": len(result["selection_seeds"]),
+        "reporting_seeds": len(result["reporting_seeds"]),
         "trials": counts["trials"],
         "complete": counts["complete"],
         "pruned": counts["pruned"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from optimize import PRESETS, Constraints, Objective, make_objective, net_value
+from optimize.objective import answer_wait_s
 from router import InputError
 
 SUMMARY = {
@@ -26,14 +27,26 @@ def test_net_value_is_value_minus_cost_minus_waiting() -> None:
     )
 
 
+def test_failed_tasks_are_charged_their_time_to_failure_on_top_of_the_wait() -> None:
+    # 10% failed after 4 s each: the wait for an answer is 1.5 + 0.1 * 4 = 1.9 s.
+    summary = {**SUMMARY, "time_to_failure_mean_s": 4.0}
+    assert answer_wait_s(summary) == pytest.approx(1.9)
+    assert answer_wait_s(SUMMARY) == 1.5  # a summary without the key: failures instant
+    assert net_value(summary, 0.05, 0.002) == pytest.approx(0.045 - 0.002 - 0.002 * 1.9)
+
+
 def test_seed_score_and_successes_per_dollar_floor_a_zero_cost() -> None:
-    assert Objective("seed_score").value(SUMMARY) == pytest.approx(0.9 / 0.002 / 1.5)
+    # seed_score: completion / cost per success / wait for an answer.
+    assert Objective("seed_score").value(SUMMARY) == pytest.approx(0.9 / (0.002 / 0.9) / 1.5)
     assert Objective("successes_per_dollar").value(SUMMARY) == pytest.approx(450.0)
-    free = {**SUMMARY, "cost_per_task": 0.0}
+    free = {**SUMMARY, "cost_per_task": 0.0, "cost_per_success": 0.0}
     assert Objective("successes_per_dollar").value(free) == pytest.approx(0.9 / 1e-6)
     assert Objective("seed_score", zero_cost_floor_usd=1e-4).value(free) == pytest.approx(
         0.9 / 1e-4 / 1.5
     )
+    nothing = {**SUMMARY, "completion_rate": 0.0, "cost_per_success": float("inf")}
+    assert Objective("seed_score").value(nothing) == 0.0
+    assert Objective("successes_per_dollar").value(nothing) == 0.0
 
 
 def test_multi_returns_three_metrics_with_directions() -> None:

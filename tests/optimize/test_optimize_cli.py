@@ -53,7 +53,9 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
     assert summary["storage"] == "studies/routing.journal"
     assert summary["objective"] == "net_value"
     assert summary["trials"] == 6
-    assert summary["duplicates"] == 0 and summary["holdout_seeds"] == 2
+    assert summary["duplicates"] == 0
+    assert (summary["selection_seeds"], summary["reporting_seeds"]) == (2, 2)
+    assert summary["significant"] == (summary["improvement_ci_low"] > 0)
     # seconds is the whole command; its parts are the study, the holdout and the figures.
     parts = summary["seconds_study"] + summary["seconds_holdout"] + summary["seconds_figures"]
     assert 0 < parts <= summary["seconds"]
@@ -106,6 +108,14 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
 
     eps = endpoints_file(tmp_path / "endpoints.yaml")
     res = optimize("export", "--out", "best.yaml", "--endpoints", str(eps), cwd=tmp_path)
+    if summary["warnings"]:  # infeasible or not significant on the reporting seeds
+        assert res.returncode == 2
+        assert res.stderr.startswith(f"error: export: trial {summary['best_trial']} is ")
+        assert res.stderr.count("\n") == 1
+        assert not (tmp_path / "best.yaml").exists()
+        res = optimize(
+            "export", "--out", "best.yaml", "--endpoints", str(eps), "--force", cwd=tmp_path
+        )
     assert res.returncode == 0, res.stderr
     best = load_config(tmp_path / "best.yaml")
     assert best.routes == tuned.routes and best.breaker == tuned.breaker
@@ -115,7 +125,12 @@ def test_run_json_show_and_export(tmp_path: Path, small_trace_file: Path) -> Non
     assert Router.from_config(tmp_path / "best.yaml").config == best
     res = optimize("export", "--trial", "0", "--format", "litellm", "--out", "l.yaml", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert "router_settings:" in (tmp_path / "l.yaml").read_text()
+    text = (tmp_path / "l.yaml").read_text()
+    assert "router_settings:" in text
+    # What LiteLLM cannot express is printed and written as the file's header.
+    assert "not carried to LiteLLM" in res.stderr and "max_cost_per_task" in res.stderr
+    assert text.startswith("# trial 0 is not the study's winner") or "# trial 0 is" in text
+    assert "#   - routes.*.max_cost_per_task" in text
 
 
 def test_run_without_a_terminal_prints_progress_lines_and_the_summary(
@@ -137,13 +152,21 @@ def test_run_without_a_terminal_prints_progress_lines_and_the_summary(
         assert re.fullmatch(r"trial \d/5: best net_value 0\.\d+ \(trial \d\)", ln), ln
     assert lines[1 : len(progress) + 2] == [
         *progress,
-        "holdout: re-running the top 1 trials and the base config on 2 held-out seeds",
+        "holdout: re-running the top 1 trials and the base config on 2 selection seeds, "
+        "then the winner on 2 reporting seeds",
     ]
     n = len(progress) + 1  # the lines before the summary
     assert lines[n + 1].startswith("study routing: 5 trials (")
-    assert lines[n + 2] == (f"winner: trial {summary['best_trial']}, chosen on 2 held-out seeds")
+    assert lines[n + 2] == (
+        f"winner: trial {summary['best_trial']}, chosen on 2 selection seeds, "
+        "reported on 2 fresh reporting seeds"
+    )
+    # Feasibility and significance, each on its own line.
+    assert lines[n + 3].startswith(("feasible: constraints met on 2 reporting seeds", "infeasible"))
+    assert lines[n + 4].startswith(("significant: ", "not significant: ", "worse than "))
+    n += 2
     assert lines[n + 3].split() == [
-        "held-out",
+        "reporting",
         "seeds",
         "base",
         "tuned",
@@ -308,3 +331,57 @@ def test_sigkill_mid_study_loses_no_completed_trial(tmp_path: Path, small_trace_
     states = {t.state for t in study.trials}
     # A trial cut by the kill is marked FAIL on resume, never left RUNNING.
     assert optuna.trial.TrialState.RUNNING not in states
+
+
+def test_export_refuses_an_infeasible_winner_unless_forced(
+    tmp_path: Path, small_trace_file: Path
+) -> None:
+    # No config can keep a cost per task of at most $1e-9: the winner is infeasible.
+    args = ["run", str(small_trace_file), "--trials", "2", "--json", *FAST]
+    res = optimize(*args, "--max-cost-per-task", "1e-9", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["feasible"] is False
+    assert summary["warnings"][0].startswith(
+        "infeasible: constraints not met on 2 reporting seeds (max_cost_per_task by +"
+    )
+    trial = summary["best_trial"]
+    # tuned.yaml is written by `run` with the reason in its header.
+    tuned = (tmp_path / "studies" / "routing" / "tuned.yaml").read_text()
+    assert tuned.startswith("# WARNING: exported although it should not go live as it is:\n")
+
+    res = optimize("show", cwd=tmp_path, columns=200)
+    assert res.returncode == 0, res.stderr
+    assert "infeasible: constraints not met on 2 reporting seeds" in res.stdout
+
+    res = optimize("export", "--out", "best.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith(
+        f"error: export: trial {trial} is infeasible: constraints not met on 2 reporting seeds"
+    )
+    assert res.stderr.endswith("--force writes it anyway with this reason in its header\n")
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "best.yaml").exists()
+
+    for name in ("best.yaml", "best.toml"):
+        res = optimize("export", "--out", name, "--force", cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        text = (tmp_path / name).read_text()
+        assert text.startswith("# WARNING: exported although it should not go live as it is:\n")
+        assert "#   - infeasible: constraints not met on 2 reporting seeds" in text
+        assert load_config(tmp_path / name).routes  # still a valid router config
+        assert "warning: written with --force: infeasible" in res.stderr
+
+    # JSON has no comments and the schema no room for a warning key: refused, one line.
+    res = optimize("export", "--out", "best.json", "--force", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error: --out: a JSON router config cannot carry")
+    assert res.stderr.count("\n") == 1
+    assert not (tmp_path / "best.json").exists()
+
+    res = optimize("export", "--out", "l.yaml", "--format", "litellm", "--force", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = (tmp_path / "l.yaml").read_text()
+    assert text.startswith("# WARNING: exported although it should not go live as it is:\n")
+    assert "# Not carried (LiteLLM has no equivalent" in text
+    assert yaml.safe_load(text)["model_list"]

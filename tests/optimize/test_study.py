@@ -13,11 +13,13 @@ from optimize import (
     SpaceSpec,
     StudySettings,
     open_storage,
+    render,
     run_study,
     space_of,
     to_litellm,
     write_export,
 )
+from optimize.export import litellm_losses
 from router import InputError, RouterConfig, config_from_dict, load_config
 from router.live import Router
 from sim import ReplayColumns, Scenario
@@ -83,8 +85,10 @@ def test_study_runs_resumes_and_keeps_every_trial(
     lo, hi = summary["improvement_ci_low"], summary["improvement_ci_high"]
     assert lo <= summary["improvement_vs_base"] <= hi
     ho = second.study.user_attrs["holdout"]
-    assert ho["holdout_seeds"] == [10_000, 10_001, 10_002]
+    assert ho["selection_seeds"] == [10_000, 10_001, 10_002]
+    assert ho["reporting_seeds"] == [20_000, 20_001, 20_002]
     assert ho["best_trial"] == summary["best_trial"]
+    assert summary["significant"] == (summary["improvement_ci_low"] > 0)
 
 
 def test_same_seed_same_study(
@@ -205,6 +209,7 @@ def test_litellm_export_maps_chains_to_fallback_groups() -> None:
                     "cost_per_task": 0.02,
                     "input_per_mtok": 3.0,
                     "output_per_mtok": 15.0,
+                    "context_window": 200000,
                 },
             ],
             "routes": {
@@ -215,15 +220,36 @@ def test_litellm_export_maps_chains_to_fallback_groups() -> None:
                     "attempt_timeout_ms": 4000,
                     "attempts_per_model": 3,
                     "backoff": {"base_s": 0.5},
+                    "retry_on": ["rate_limited"],
+                    "fallback_on_refusal": True,
                 },
-                "default": {"chain": ["b"], "max_cost_per_task": 0.05, "max_latency_ms": 9000},
+                "default": {
+                    "chain": ["b"],
+                    "max_cost_per_task": 0.05,
+                    "max_latency_ms": 9000,
+                    "ordering": "score",
+                    "min_observed_completion": 0.7,
+                },
             },
             "default_route": "default",
             "breaker": {"consecutive_failures": 4, "open_base_s": 45},
-            "budget": {"daily_cap_usd": 20},
+            "budget": {
+                "daily_cap_usd": 20,
+                "per_model_usd": {"a": 2.5},
+                "per_provider_usd": {"anthropic": 30},
+            },
         }
     )
     out = to_litellm(cfg)
+    retry = {
+        "TimeoutErrorRetries": 2,
+        "RateLimitErrorRetries": 2,
+        "InternalServerErrorRetries": 2,
+        "ServiceUnavailableErrorRetries": 2,
+        "BadRequestErrorRetries": 0,
+        "AuthenticationErrorRetries": 0,
+        "ContentPolicyViolationErrorRetries": 0,
+    }
     assert out == {
         "model_list": [
             {
@@ -233,6 +259,8 @@ def test_litellm_export_maps_chains_to_fallback_groups() -> None:
                     "api_base": "http://127.0.0.1:9/v1",
                     "api_key": "os.environ/A_KEY",
                     "timeout": 4.0,
+                    "max_budget": 2.5,
+                    "budget_duration": "1d",
                 },
                 "model_info": {"id": "sql_query:a", "base_model": "a"},
             },
@@ -245,30 +273,73 @@ def test_litellm_export_maps_chains_to_fallback_groups() -> None:
                     "input_cost_per_token": 3e-06,
                     "output_cost_per_token": 1.5e-05,
                 },
-                "model_info": {"id": "sql_query/fallback-1:b", "base_model": "b"},
+                "model_info": {
+                    "id": "sql_query/fallback-1:b",
+                    "base_model": "b",
+                    "max_input_tokens": 200000,
+                },
             },
             {
                 "model_name": "default",
                 "litellm_params": {
                     "model": "anthropic/b",
                     "api_key": "os.environ/ANTHROPIC_API_KEY",
+                    "timeout": 9.0,
                     "input_cost_per_token": 3e-06,
                     "output_cost_per_token": 1.5e-05,
                 },
-                "model_info": {"id": "default:b", "base_model": "b"},
+                "model_info": {"id": "default:b", "base_model": "b", "max_input_tokens": 200000},
             },
         ],
         "router_settings": {
             "routing_strategy": "simple-shuffle",
             "fallbacks": [{"sql_query": ["sql_query/fallback-1"]}],
+            "context_window_fallbacks": [{"sql_query": ["sql_query/fallback-1"]}],
             "num_retries": 2,
+            "model_group_retry_policy": {
+                # sql_query retries only rate limits; default keeps the default retry_on.
+                "sql_query": {
+                    **retry,
+                    "TimeoutErrorRetries": 0,
+                    "InternalServerErrorRetries": 0,
+                    "ServiceUnavailableErrorRetries": 0,
+                },
+                "sql_query/fallback-1": {
+                    **retry,
+                    "TimeoutErrorRetries": 0,
+                    "InternalServerErrorRetries": 0,
+                    "ServiceUnavailableErrorRetries": 0,
+                },
+                "default": {k: min(v, 1) for k, v in retry.items()},
+            },
             "timeout": 9.0,
             "allowed_fails": 4,
             "cooldown_time": 45.0,
             "retry_after": 0.25,
+            "content_policy_fallbacks": [{"sql_query": ["sql_query/fallback-1"]}],
+            "enable_pre_call_checks": True,
+            "provider_budget_config": {"anthropic": {"budget_limit": 30.0, "time_period": "1d"}},
         },
         "litellm_settings": {"max_budget": 20.0, "budget_duration": "1d"},
     }
+    losses = litellm_losses(cfg)
+    text = "\n".join(losses)
+    for what in (
+        "max_cost_per_task (per-task cost caps: sql_query 0.05, default 0.05)",
+        "max_latency_ms",
+        "validation",
+        "routes.*.ordering: score (default)",
+        "routes.*.min_observed_completion (default 0.7)",
+        "breaker.count",
+        "budget.alert_fractions",
+    ):
+        assert what in text, what
+    assert all("\n" not in line for line in losses)
+    # The LiteLLM file starts with them as comments (and stays valid YAML).
+    rendered = render(cfg, "litellm")
+    assert rendered.startswith("# LiteLLM proxy config exported by costroute")
+    assert "#   - routes.*.max_latency_ms" in rendered
+    assert yaml.safe_load(rendered) == to_litellm(cfg)
 
 
 def test_litellm_export_is_accepted_by_litellm(
@@ -278,15 +349,28 @@ def test_litellm_export_is_accepted_by_litellm(
     monkeypatch.setenv("LITELLM_OFFLINE_MODE", "true")
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     litellm = pytest.importorskip("litellm", reason="LiteLLM is an optional extra")
-    path = write_export(seed_config, tmp_path / "litellm.yaml", "litellm")
+    import asyncio
+
+    data = seed_config.model_dump(mode="json")
+    # Per-deployment and per-provider budgets start LiteLLM's budget limiter, which needs
+    # a running event loop (as in the proxy).
+    data["budget"]["per_model_usd"] = {"grok-4.20": 5.0}
+    data["budget"]["per_provider_usd"] = {"anthropic": 20.0}
+    path = write_export(config_from_dict(data), tmp_path / "litellm.yaml", "litellm")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    router = litellm.Router(model_list=data["model_list"], **data["router_settings"])
+
+    async def build() -> object:
+        return litellm.Router(model_list=data["model_list"], **data["router_settings"])
+
+    router = asyncio.run(build())
     names = sorted({m["model_name"] for m in router.model_list})
     assert names == sorted(m["model_name"] for m in data["model_list"])
     fallbacks = data["router_settings"]["fallbacks"]
     assert {"regex_generation": ["regex_generation/fallback-1", "regex_generation/fallback-2"]} in (
         fallbacks
     )
+    grok = router.get_deployment(model_id="regex_generation:grok-4.20")
+    assert (grok.litellm_params.max_budget, grok.litellm_params.budget_duration) == (5.0, "1d")
 
 
 def test_holdout_traces_choose_the_winner(
@@ -401,8 +485,9 @@ def test_a_repeated_config_is_answered_from_its_twin_not_simulated(
         assert t.value == twin.value
         assert t.user_attrs["metrics"] == twin.user_attrs["metrics"]
         assert t.user_attrs["seed_values"] == twin.user_attrs["seed_values"]
-    # Simulated: 2 trials x 2 seeds; then the holdout: base + 2 distinct candidates x 3 seeds.
-    assert calls == [0, 1, 0, 1] + [10_000, 10_001, 10_002] * 3
+    # Simulated: 2 trials x 2 training seeds; then base + 2 distinct candidates x 3 selection
+    # seeds; then base + the winner x 3 reporting seeds.
+    assert calls == [0, 1, 0, 1] + [10_000, 10_001, 10_002] * 3 + [20_000, 20_001, 20_002] * 2
 
 
 def test_a_repeat_copies_the_constraints_and_multi_objective_values(
@@ -447,7 +532,7 @@ def test_progress_reports_each_trial_and_the_best_so_far(
     assert seen[0].best_trial == 0  # the base config is trial 0, complete first
     s = r.summary
     assert s["seconds"] >= s["seconds_study"] + s["seconds_holdout"] > 0
-    assert s["holdout_seeds"] == 3
+    assert (s["selection_seeds"], s["reporting_seeds"]) == (3, 3)
 
 
 def test_holdout_reports_paired_differences_per_metric(
@@ -463,8 +548,10 @@ def test_holdout_reports_paired_differences_per_metric(
     ho = r.holdout
     ev = Evaluator(small_cols, scenario)
     tuned = r.space.build(r.study.trials[ho["best_trial"]].params)
-    base = [ev.summary(seed_config, s) for s in ho["holdout_seeds"]]
-    win = [ev.summary(tuned, s) for s in ho["holdout_seeds"]]
+    # Reported on the reporting seeds, not on the selection seeds the winner was chosen on.
+    assert not set(ho["reporting_seeds"]) & set(ho["selection_seeds"])
+    base = [ev.summary(seed_config, s) for s in ho["reporting_seeds"]]
+    win = [ev.summary(tuned, s) for s in ho["reporting_seeds"]]
     assert list(ho["paired"]) == [
         "completion_rate",
         "cost_per_task",
@@ -475,6 +562,14 @@ def test_holdout_reports_paired_differences_per_metric(
     for key, d in ho["paired"].items():
         assert d == paired_difference([b[key] for b in base], [w[key] for w in win])
     assert r.summary["paired"] == ho["paired"]
+    obj = Objective()
+    assert ho["values"] == [obj.value(w) for w in win]
+    assert ho["base_values"] == [obj.value(b) for b in base]
+    d = paired_difference(ho["base_values"], ho["values"])
+    assert (ho["improvement_ci_low"], ho["improvement_ci_high"]) == (
+        d["diff_ci_low"],
+        d["diff_ci_high"],
+    )
 
 
 def test_importances_are_stable_sorted_and_drawn(
@@ -541,3 +636,54 @@ def test_tuned_vs_base_rows_are_paired_differences_with_a_verdict() -> None:
     assert rows[0]["diff"] == pytest.approx(0.005)
     # Higher completion: better; higher cost: worse; a CI across 0: no clear change.
     assert [_verdict(r) for r in rows] == ["better", "better", "worse", "no clear change"]
+
+
+def test_seed_streams_are_named_and_disjoint() -> None:
+    """Training, selection, reporting and sim compare's default never share a seed, for
+    any base seed, as long as each stream holds at most STREAM_WIDTH seeds."""
+    from optimize.study import SEED_STREAMS, STREAM_WIDTH, seed_stream
+    from sim.cli import COMPARE_SEED_OFFSET, SEED_STREAM_WIDTH
+
+    assert list(SEED_STREAMS) == ["training", "selection", "reporting", "compare"]
+    assert SEED_STREAMS["compare"] == COMPARE_SEED_OFFSET and STREAM_WIDTH == SEED_STREAM_WIDTH
+    for seed in (0, 1, 7, 9_999, 123_456):
+        streams = {name: set(seed_stream(name, seed, STREAM_WIDTH)) for name in SEED_STREAMS}
+        names = list(streams)
+        for i, a in enumerate(names):
+            assert min(streams[a]) == seed + SEED_STREAMS[a]
+            for b in names[i + 1 :]:
+                assert not streams[a] & streams[b], (seed, a, b)
+    assert seed_stream("reporting", 5, 3) == [20_005, 20_006, 20_007]
+    with pytest.raises(InputError, match="do not fit in a stream"):
+        seed_stream("training", 0, STREAM_WIDTH + 1)
+    with pytest.raises(InputError, match="at most 10000"):
+        StudySettings(study="s", storage="x", base=None, replications=10_001).check()  # type: ignore[arg-type]
+
+
+def test_a_study_trains_selects_and_reports_on_its_own_streams(
+    tmp_path: Path,
+    seed_config: RouterConfig,
+    scenario: Scenario,
+    small_cols: list[tuple[str, ReplayColumns]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from optimize import Evaluator
+    from optimize.study import seed_stream
+
+    seen: list[int] = []
+    real = Evaluator.summary
+
+    def record(self: Evaluator, config: RouterConfig, seed: int) -> dict:
+        seen.append(seed)
+        return real(self, config, seed)
+
+    monkeypatch.setattr(Evaluator, "summary", record)
+    r = run_study(small_cols, scenario, settings(tmp_path, seed_config, trials=3, seed=4))
+    training = set(seed_stream("training", 4, 2))
+    selection = set(seed_stream("selection", 4, 3))
+    reporting = set(seed_stream("reporting", 4, 3))
+    assert set(seen) == training | selection | reporting
+    ho = r.holdout
+    assert set(ho["selection_seeds"]) == selection and set(ho["reporting_seeds"]) == reporting
+    # The reported numbers are the reporting seeds' only: the winner and the base there.
+    assert seen[-6:] == sorted(reporting) * 2
