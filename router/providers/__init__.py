@@ -12,8 +12,11 @@
 
 Every provider obeys :class:`ModelProvider`'s contract: a :class:`Completion` or a
 :class:`ProviderError` whose ``kind`` (an :class:`~router.outcome.ErrorKind`) the
-routing policy acts on. :mod:`router.testing_http` is a scripted loopback server to
-test against.
+routing policy acts on; ``provider.stream(...)`` is the same attempt handed over as it
+arrives (:class:`TextDelta`, :class:`ToolCallDelta`, then :class:`StreamEnd`). Pass
+``transport=AiohttpTransport()`` (:mod:`router.providers.aiohttp_transport`) for
+aiohttp's connection pool behind the same API. :mod:`router.testing_http` is a scripted
+loopback server to test against.
 """
 
 from __future__ import annotations
@@ -22,7 +25,16 @@ import httpx
 
 from router.errors import InputError
 from router.providers.anthropic import AnthropicProvider
-from router.providers.base import Completion, ModelProvider, ProviderError, scrub
+from router.providers.base import (
+    Completion,
+    ModelProvider,
+    ProviderError,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    ToolCallDelta,
+    scrub,
+)
 from router.providers.endpoint import Endpoint
 from router.providers.litellm_adapter import LiteLLMProvider
 from router.providers.openai import OpenAIProvider
@@ -35,6 +47,10 @@ __all__ = [
     "ModelProvider",
     "OpenAIProvider",
     "ProviderError",
+    "StreamEnd",
+    "StreamEvent",
+    "TextDelta",
+    "ToolCallDelta",
     "make_provider",
     "scrub",
 ]

@@ -26,6 +26,7 @@ from router.providers._http import (
     tool_call,
     usage_int,
 )
+from router.providers.base import TextDelta, ToolCallDelta
 from router.providers.endpoint import Endpoint
 from router.task import SYSTEM_ROLES, content_text
 
@@ -178,6 +179,8 @@ class _AnthropicStream(StreamState):
         self._id: str | None = None
         # block index -> (id, name, input of the start event, input_json_delta pieces)
         self._calls: dict[int, tuple[str, str, dict[str, Any], list[str]]] = {}
+        # block index -> the tool call's position among the answer's calls (streaming)
+        self._ordinal: dict[int, int] = {}
 
     @property
     def chars(self) -> int:
@@ -210,6 +213,8 @@ class _AnthropicStream(StreamState):
                     self._parts.append(text)
                     self._chars += len(text)
                     self.got_token = True
+                    if self.deltas is not None:
+                        self.deltas.append(TextDelta(text))
             elif delta.get("type") == "input_json_delta":
                 piece = delta.get("partial_json")
                 index = body.get("index")
@@ -220,6 +225,8 @@ class _AnthropicStream(StreamState):
                     )
                 call[3].append(piece)
                 self._chars += len(piece)
+                if self.deltas is not None and piece:
+                    self.deltas.append(ToolCallDelta(self._ordinal[index], None, None, piece))
         elif etype == "content_block_start":
             block = body.get("content_block")
             if isinstance(block, dict) and block.get("type") == "tool_use":
@@ -234,6 +241,18 @@ class _AnthropicStream(StreamState):
                     raise _Malformed("content_block_start: a tool_use block needs index, id, name")
                 self._calls[index] = (call_id, name, start_input, [])
                 self.got_token = True  # the model has started answering: with a tool call
+                if self.deltas is not None:
+                    # Block indices count text blocks too; tool calls are numbered apart.
+                    self._ordinal[index] = len(self._ordinal)
+                    self.deltas.append(ToolCallDelta(self._ordinal[index], call_id, name, ""))
+        elif etype == "content_block_stop":
+            index = body.get("index")
+            call = self._calls.get(index) if isinstance(index, int) else None
+            if call is not None and not call[3] and self.deltas is not None:
+                # A tool call whose input came whole in its start event (no deltas).
+                self.deltas.append(
+                    ToolCallDelta(self._ordinal[index], None, None, _json_text(call[2]))
+                )
         elif etype == "message_delta":
             delta = body.get("delta")
             if not isinstance(delta, dict):
@@ -250,7 +269,7 @@ class _AnthropicStream(StreamState):
                 self._completion = usage_int(usage, "output_tokens")
         elif etype == "message_stop":
             self.finished = True
-        # ping, content_block_stop and unknown future events: nothing to keep.
+        # ping, a text block's content_block_stop and unknown future events: nothing to keep.
 
     def result(self) -> Parsed:
         calls: list[dict[str, Any]] = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -58,6 +58,54 @@ class Completion:
         return (
             self.prompt_tokens * input_per_mtok + self.completion_tokens * output_per_mtok
         ) / 1_000_000
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    """A piece of a streamed answer's text; the pieces of one attempt, joined in order,
+    are its :attr:`Completion.text`."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A piece of the ``index``-th tool call of a streamed answer (0-based, in the
+    answer's order, whatever the provider's own numbering).
+
+    The first piece of a call carries its ``id`` and ``name`` (``None`` in later
+    pieces); the ``arguments`` pieces, joined, are the call's JSON arguments as the
+    provider sent them. :attr:`Completion.tool_calls` in the final :class:`StreamEnd`
+    holds the same calls assembled and normalised (compact JSON text).
+    """
+
+    index: int
+    id: str | None
+    name: str | None
+    arguments: str
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEnd:
+    """The last event of a successful stream: the whole answer, exactly what
+    :meth:`ModelProvider.complete` would have returned for it."""
+
+    completion: Completion
+
+
+#: What :meth:`ModelProvider.stream` yields.
+StreamEvent = TextDelta | ToolCallDelta | StreamEnd
+
+
+def completion_events(completion: Completion) -> Iterator[StreamEvent]:
+    """A whole :class:`Completion` as stream events: its text as one delta (if any), one
+    delta per tool call, then the :class:`StreamEnd`. For providers that cannot stream."""
+    if completion.text:
+        yield TextDelta(completion.text)
+    for i, call in enumerate(completion.tool_calls or ()):
+        function = call["function"]
+        yield ToolCallDelta(i, call["id"], function["name"], function["arguments"])
+    yield StreamEnd(completion)
 
 
 _REDACTED = "[REDACTED]"
@@ -170,8 +218,9 @@ class ModelProvider(ABC):
     * The API key never appears in an exception's message or repr.
     * Cancelling the awaiting task cancels the attempt (``CancelledError`` propagates).
 
-    :meth:`aclose` releases connections the provider owns; a provider is also an
-    async context manager that closes itself on exit.
+    :meth:`stream` is the same attempt with the answer handed over as it arrives
+    (see its contract). :meth:`aclose` releases connections the provider owns; a
+    provider is also an async context manager that closes itself on exit.
     """
 
     endpoint: Endpoint
@@ -186,6 +235,46 @@ class ModelProvider(ABC):
         tool_choice: str | dict[str, Any] | None = None,
     ) -> Completion:
         """One attempt; see the class docstring for the contract."""
+
+    async def stream(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        timeout_s: float,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: str | dict[str, Any] | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """One attempt whose answer is yielded as it arrives.
+
+        Contract (on top of :meth:`complete`'s, whose arguments, timeout kinds and
+        error mapping it shares):
+
+        * yields :class:`TextDelta` and :class:`ToolCallDelta` events in the answer's
+          order, then exactly one :class:`StreamEnd` carrying the whole
+          :class:`Completion` (``ttft_s`` set when the provider streamed);
+        * a failure raises :class:`ProviderError`, possibly after some deltas: a
+          partial answer is never a success, and what to do with the pieces already
+          handed over is the caller's decision (the gateway ends its client's stream
+          with an error event);
+        * ``timeout_s`` bounds the whole attempt from the call, including the time the
+          caller spends between two events;
+        * a caller that stops early closes the generator (``contextlib.aclosing``);
+          closing, or cancelling the awaiting task, abandons the attempt and releases
+          its connection.
+
+        This default calls :meth:`complete` and yields the whole answer at once
+        (:func:`completion_events`), so every provider can be streamed from; the HTTP
+        providers override it to stream from the wire, whatever ``endpoint.stream``.
+        """
+        if tools is None and tool_choice is None:
+            # A user's provider may predate the tool keywords.
+            completion = await self.complete(messages, timeout_s=timeout_s)
+        else:
+            completion = await self.complete(
+                messages, timeout_s=timeout_s, tools=tools, tool_choice=tool_choice
+            )
+        for event in completion_events(completion):
+            yield event
 
     @abstractmethod
     async def aclose(self) -> None:

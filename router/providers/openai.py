@@ -19,6 +19,7 @@ from router.providers._http import (
     tool_call,
     usage_int,
 )
+from router.providers.base import TextDelta, ToolCallDelta
 from router.providers.endpoint import Endpoint
 
 
@@ -202,6 +203,8 @@ class _OpenAIStream(StreamState):
                 self._parts.append(content)
                 self._chars += len(content)
                 self.got_token = True
+                if self.deltas is not None:
+                    self.deltas.append(TextDelta(content))
         if finish is not None:
             self._finish = finish
             self.ended = True
@@ -233,6 +236,16 @@ class _OpenAIStream(StreamState):
                     raise _Malformed("delta.tool_calls[].function.arguments: expected a string")
                 fragments.append(arguments)
             self.got_token = True
+            if self.deltas is not None:
+                # OpenAI numbers calls 0, 1, ... in order: its index is the call's position.
+                self.deltas.append(
+                    ToolCallDelta(
+                        index,
+                        delta.get("id"),
+                        function.get("name"),
+                        arguments or "",
+                    )
+                )
 
     def result(self) -> Parsed:
         prompt, completion = self._usage
