@@ -16,11 +16,20 @@ whose end is never reported (a crashed driver) is reclaimed after
 ``probe_timeout_s``, so half-open can never last forever.
 
 The breaker reads no clock: every method that depends on time takes ``now``.
+
+*Sharing* (several replicas, :mod:`router.shared`): a driver may set
+:attr:`CircuitBreaker.listener`, which is told, synchronously and without I/O, of
+every counted outcome and transition (see :class:`BreakerEvent`), and may hand the
+breaker what other replicas saw with :meth:`~CircuitBreaker.adopt_open`,
+:meth:`~CircuitBreaker.adopt_closed` and :meth:`~CircuitBreaker.count_remote`. Those
+never call the listener (no echo). With no listener (the default) the breaker
+behaves exactly as without sharing.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from enum import StrEnum
 
 from router.config import Breaker
@@ -31,6 +40,25 @@ class BreakerState(StrEnum):
     OPEN = "open"
     HALF_OPEN = "half_open"
 
+
+class BreakerEvent(StrEnum):
+    """What a breaker tells its :attr:`~CircuitBreaker.listener`.
+
+    ``failure``/``success``: a counted failure or a success while closed (they feed a
+    shared consecutive-failure count); ``opened``: a trip (``open_until`` is set);
+    ``closed``: a half-open probe succeeded; ``probe_released``: a probe ended saying
+    nothing about availability (its shared probe token may be given back).
+    """
+
+    FAILURE = "failure"
+    SUCCESS = "success"
+    OPENED = "opened"
+    CLOSED = "closed"
+    PROBE_RELEASED = "probe_released"
+
+
+#: ``listener(breaker, event, now)``; must not raise and must not block.
+BreakerListener = Callable[["CircuitBreaker", BreakerEvent, float], None]
 
 _CLOSED = BreakerState.CLOSED
 _OPEN = BreakerState.OPEN
@@ -55,6 +83,8 @@ class CircuitBreaker:
         "probes_in_flight",
         "probe_started",
         "_rng",
+        "listener",
+        "remote_opens",
     )
 
     def __init__(self, settings: Breaker, rng: random.Random) -> None:
@@ -67,6 +97,10 @@ class CircuitBreaker:
         self.open_until = 0.0
         self.probes_in_flight = 0
         self.probe_started = 0.0
+        #: told of counted outcomes and transitions (sharing; None: not shared)
+        self.listener: BreakerListener | None = None
+        #: openings adopted from other replicas (not in ``total_trips``)
+        self.remote_opens = 0
         self._reset_counts()
 
     def _reset_counts(self) -> None:
@@ -115,6 +149,8 @@ class CircuitBreaker:
         its probe slot, change nothing else."""
         if probe and self.state is _HALF and self.probes_in_flight > 0:
             self.probes_in_flight -= 1
+        if probe and self.listener is not None:
+            self.listener(self, BreakerEvent.PROBE_RELEASED, 0.0)
 
     def _push(self, failed: int) -> None:
         ring = self._ring
@@ -134,10 +170,14 @@ class CircuitBreaker:
                 self.trips = 0
                 self.probes_in_flight = 0
                 self._reset_counts()
+                if self.listener is not None:
+                    self.listener(self, BreakerEvent.CLOSED, now)
             return
         if state is _CLOSED:
             self.consecutive = 0
             self._push(0)
+            if self.listener is not None:
+                self.listener(self, BreakerEvent.SUCCESS, now)
         # Open: a call started before the trip came back late; it changes nothing.
 
     def on_failure(self, now: float, probe: bool = False) -> None:
@@ -151,6 +191,8 @@ class CircuitBreaker:
             return
         self.consecutive += 1
         self._push(1)
+        if self.listener is not None:
+            self.listener(self, BreakerEvent.FAILURE, now)
         s = self.settings
         if self.consecutive >= s.consecutive_failures or (
             self._count >= s.min_requests and self._fails >= s.failure_rate * self._count
@@ -174,6 +216,57 @@ class CircuitBreaker:
         self.open_until = now + duration
         self.probes_in_flight = 0
         self._reset_counts()
+        if self.listener is not None:
+            self.listener(self, BreakerEvent.OPENED, now)
+
+    # -- what other replicas saw (router.shared) ----------------------------------------
+    def trip(self, now: float) -> bool:
+        """Open now, from closed, as the consecutive-failure rule does (the shared
+        count of consecutive failures reached the threshold). Tells the listener.
+        Returns whether it opened (False when not closed)."""
+        if self.state is not _CLOSED:
+            return False
+        self._trip(now)
+        return True
+
+    def adopt_open(self, until: float, now: float) -> bool:
+        """Another replica opened this model's breaker until ``until``: be open until
+        the later of that and any opening of our own. Returns whether anything changed.
+        A deadline already past changes nothing (its half-open phase is probed through
+        the shared probe token, not re-entered here)."""
+        if until <= now:
+            return False
+        if self.state is _OPEN and self.open_until >= until:
+            return False
+        if self.state is not _OPEN:
+            self.trips += 1
+            self.opened_at = now
+            self.remote_opens += 1
+            self._reset_counts()
+        self.state = _OPEN
+        self.open_until = until
+        self.probes_in_flight = 0
+        return True
+
+    def adopt_closed(self, now: float) -> bool:
+        """Another replica's probe succeeded: close, unless we hold an opening of our
+        own that is not yet due (the later deadline wins). Returns whether it closed."""
+        if self.state is _CLOSED:
+            return False
+        if self.state is _OPEN and self.open_until > now:
+            return False
+        self.state = _CLOSED
+        self.trips = 0
+        self.probes_in_flight = 0
+        self._reset_counts()
+        return True
+
+    def count_remote(self, failed: bool) -> None:
+        """Another replica's counted outcome while closed: it joins the consecutive
+        count (a failure adds one, a success resets it) but not the failure-rate
+        window, and never trips the breaker by itself (the next own failure does)."""
+        if self.state is _CLOSED:
+            self.consecutive = self.consecutive + 1 if failed else 0
 
     def __repr__(self) -> str:
         return (

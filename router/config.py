@@ -257,6 +257,53 @@ class Scoring(_Strict):
     zero_cost_floor_usd: PositiveFloat = 1e-6
 
 
+class Shared(_Strict):
+    """State shared by several replicas of the router (gateways, live routers):
+    breakers, spend against the caps and quality statistics, in Redis.
+
+    ``url`` is a ``redis://`` (or ``rediss://``, ``unix://``) URL *without* a password;
+    the password, when the server needs one, is read from the environment variable
+    ``password_env`` and never written, logged or shown (URLs are shown masked). Keys
+    are prefixed with ``namespace`` (several deployments can share one server).
+
+    While the store is unreachable every replica keeps routing on its own state and
+    spends at most ``local_fraction`` of what was left under each cap when it lost the
+    store (set it to 1/replicas or less to keep the caps through an outage); on
+    reconnect its spend is added to the shared ledger. A reservation whose replica
+    stopped renewing it (a crash) expires after ``lease_s``. Quality and latency
+    statistics are merged every ``stats_interval_s``; breaker states are also re-read
+    every ``sync_interval_s`` (transitions are pushed at once). ``timeout_s`` bounds
+    each store operation on the request path; ``retry_s`` is how often a lost store is
+    tried again.
+    """
+
+    url: str = Field(min_length=1)
+    password_env: str | None = None
+    namespace: str = Field(default="costroute", pattern=r"^[A-Za-z0-9_.:-]+$")
+    local_fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 0.25
+    lease_s: PositiveFloat = 120.0
+    sync_interval_s: PositiveFloat = 1.0
+    stats_interval_s: PositiveFloat = 5.0
+    timeout_s: PositiveFloat = 0.25
+    retry_s: PositiveFloat = 1.0
+
+    @model_validator(mode="after")
+    def _no_password_in_url(self) -> Shared:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"url: expected a redis://, rediss:// or unix:// URL, got scheme {parts.scheme!r}"
+            )
+        if parts.password:
+            raise ValueError(
+                "url: contains a password; put it in an environment variable and name it "
+                "in password_env"
+            )
+        return self
+
+
 class RouterConfig(_Strict):
     """The whole router configuration."""
 
@@ -271,6 +318,13 @@ class RouterConfig(_Strict):
     health: Health = Field(default_factory=Health)
     quality: Quality = Field(default_factory=Quality)
     scoring: Scoring = Field(default_factory=Scoring)
+    shared: Shared | None = Field(
+        default=None,
+        description=(
+            "State shared by several replicas (Redis); None: each process keeps its own "
+            "(the default, and the reference behaviour)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _references_resolve(self) -> RouterConfig:

@@ -20,6 +20,12 @@ its ``on_alert``).
 
 Days are ``floor(now / 86400)`` of the clock the driver hands in. Past days are
 kept in :attr:`SpendLedger.history`.
+
+*Sharing* (several replicas, :mod:`router.shared`): a driver may set
+:attr:`SpendLedger.observer`, told synchronously of every hold that starts and ends
+(:class:`HoldEvent`), and may count other replicas' spend and holds against today's
+caps with :meth:`SpendLedger.apply_remote`. With neither (the default) the ledger is
+exactly the single-replica one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from router.config import Budget
 
@@ -34,6 +41,20 @@ DAY_S = 86_400.0
 #: A reservation older than this at a day's rollover is a leak (no call lasts an hour).
 STALE_RESERVATION_S = 3_600.0
 _EPS = 1e-12  # float slack so that spending exactly the cap is allowed
+
+
+class HoldEvent(StrEnum):
+    """What a ledger tells its :attr:`~SpendLedger.observer` about a hold."""
+
+    RESERVED = "reserved"
+    SETTLED = "settled"
+    RELEASED = "released"
+
+
+#: ``observer(event, hold, model, reserved_usd, actual_usd, task_type, now)``: told of
+#: every hold that starts and ends (``actual_usd`` and ``task_type`` are those of a
+#: settle; 0.0 and "" otherwise). Must not raise and must not block.
+HoldObserver = Callable[[HoldEvent, int, int, float, float, str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +120,11 @@ class SpendLedger:
         self.holds: dict[int, tuple[int, float, float]] = {}
         self._next_hold = 0
         self.stale_dropped = 0
+        #: told of every hold that starts and ends (sharing; None: not shared)
+        self.observer: HoldObserver | None = None
+        #: today's USD of other replicas (spend and holds) counted in spent_*, per model
+        self.remote_model: list[float] = []
+        self.remote_total = 0.0
         self.reconfigure(budget, model_ids, providers)
 
     def reconfigure(
@@ -120,6 +146,7 @@ class SpendLedger:
             self.model_provider.append(self._prov_index[prov])
             self.spent_model.append(0.0)
             self.reserved_model.append(0.0)
+            self.remote_model.append(0.0)
         fr = budget.alert_fractions
         self.cap_total = budget.daily_cap_usd if budget.daily_cap_usd is not None else math.inf
         self.cap_model = [budget.per_model_usd.get(m, math.inf) for m in self.model_ids]
@@ -161,6 +188,8 @@ class SpendLedger:
         self.spent_provider = [0.0] * len(self.spent_provider)
         self.spent_total = 0.0
         self.spent_task_type = {}
+        self.remote_model = [0.0] * len(self.remote_model)
+        self.remote_total = 0.0
         for cap in (self._global_cap, *self._model_caps, *self._provider_caps):
             if cap is not None:
                 cap.next_i = 0
@@ -204,6 +233,8 @@ class SpendLedger:
         hold = self._next_hold
         self._next_hold = hold + 1
         self.holds[hold] = (model, amount, now)
+        if self.observer is not None:
+            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, "", now)
         return hold
 
     def _unhold(self, hold: int) -> tuple[int, float] | None:
@@ -223,7 +254,24 @@ class SpendLedger:
 
     def release(self, hold: int) -> None:
         """End a hold without booking anything (the call was cancelled or raised)."""
-        self._unhold(hold)
+        entry = self._unhold(hold)
+        if entry is not None and self.observer is not None:
+            self.observer(HoldEvent.RELEASED, hold, entry[0], entry[1], 0.0, "", 0.0)
+
+    def apply_remote(self, model: int, delta: float, now: float) -> None:
+        """Count ``delta`` USD that other replicas spent or hold on ``model`` against
+        today's caps (negative: a remote hold ended or was settled for less). It joins
+        today's ``spent_*`` figures (so every cap check sees it) and
+        :attr:`remote_model`, never :attr:`all_time_usd` (this replica's own spend);
+        it raises no alert (the replica that spent it does). Reset with the day."""
+        if self.day is None or now >= (self.day + 1) * DAY_S:
+            self._roll(now)
+        p = self.model_provider[model]
+        self.spent_model[model] += delta
+        self.spent_provider[p] += delta
+        self.spent_total += delta
+        self.remote_model[model] += delta
+        self.remote_total += delta
 
     def settle(self, hold: int, actual: float, task_type: str, now: float) -> None:
         """End a hold and book the call's actual cost (may raise alerts)."""
@@ -231,6 +279,8 @@ class SpendLedger:
         if entry is None:
             return
         model = entry[0]
+        if self.observer is not None:
+            self.observer(HoldEvent.SETTLED, hold, model, entry[1], actual, task_type, now)
         p = self.model_provider[model]
         if self.day is None or now >= (self.day + 1) * DAY_S:
             self._roll(now)

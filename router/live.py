@@ -30,6 +30,13 @@ The result/exception contract of :meth:`Router.route`:
 Validators that run code or subprocesses run off the event loop, so a slow
 check never delays other tasks' timers. Budget alerts are logged as warnings on
 the ``router.budget`` logger and handed to ``on_alert``.
+
+*Several replicas* (:mod:`router.shared`): with a ``shared:`` section in the config
+(or a ``shared=`` state passed in) the router shares its breakers, spend and
+statistics with other replicas. The policy stays sans-I/O; the driver has the store
+admit every call the policy plans (:meth:`Router.admit`) before calling the
+provider, and the policy's hooks tell the store the rest. Without either, nothing
+changes: in-process state is the default.
 """
 
 from __future__ import annotations
@@ -46,10 +53,12 @@ from router.config import RouterConfig, load_config
 from router.errors import CostRouteError, InputError
 from router.ledger import BudgetAlert
 from router.outcome import ErrorKind, Outcome
-from router.policy import RoutingPolicy
+from router.policy import RoutingPolicy, TaskRun
 from router.providers import ModelProvider, ProviderError, make_provider
 from router.recording import AttemptRecorder, TraceRecorder
-from router.result import Call, Finish, TaskResult
+from router.result import Call, Finish, TaskResult, Wait
+from router.shared.base import SharedState, SharedStatus
+from router.shared.base import admit as _admit
 from router.task import Task
 from router.validation import check_spec, validate_task_async
 
@@ -102,6 +111,9 @@ class Router:
     answer counts as completed). ``on_alert`` is called with each
     :class:`~router.ledger.BudgetAlert` (after it is logged); ``raise_on_failure``
     makes :meth:`route` raise :class:`RoutingError` for a failed task.
+    ``shared`` is the replica's :class:`~router.shared.SharedState` (default: one
+    built from the config's ``shared:`` section, else none: in-process state only);
+    a state built from the config is closed by :meth:`aclose`.
     """
 
     def __init__(
@@ -118,6 +130,7 @@ class Router:
         on_alert: Callable[[BudgetAlert], object] | None = None,
         raise_on_failure: bool = False,
         attempt_recorder: AttemptRecorder | None = None,
+        shared: SharedState | None = None,
     ) -> None:
         self.policy = RoutingPolicy(config, seed=seed)
         self.on_alert = on_alert
@@ -132,6 +145,16 @@ class Router:
         self.validate = validate
         self.system_prompt = system_prompt
         self._t0 = self.clock()
+        self._owns_shared = False
+        if shared is None and config.shared is not None:
+            from router.shared.redis import RedisState
+
+            shared = RedisState.from_config(config.shared)
+            self._owns_shared = True
+        #: the replica's shared state (None: in-process state only, the default)
+        self.shared: SharedState | None = shared
+        if shared is not None:
+            shared.attach(self.policy, self.clock)
 
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: object) -> Router:
@@ -145,6 +168,10 @@ class Router:
     def reload(self, config: RouterConfig) -> None:
         """Swap the config; tasks in flight finish under the routes they started with."""
         self.policy.reconfigure(config)
+        if self.shared is not None:
+            self.shared.attach(self.policy, self.clock)  # new models get the hooks too
+            if config.shared is not None and self._owns_shared:
+                log.info("shared: a changed store takes effect when the router restarts")
         # Providers whose endpoint changed are rebuilt on their next call.
         for mid in list(self._providers):
             provider = self._providers[mid]
@@ -165,8 +192,25 @@ class Router:
             self._owned.append(p)
         return p
 
+    async def admit(self, run: TaskRun, action: Call | Wait | Finish) -> Call | Wait | Finish:
+        """Have the shared state admit ``action`` if it is a Call (for drivers of this
+        router's policy; see :func:`router.shared.base.admit`): returns an admitted
+        Call, or the Wait/Finish given, or what the policy answers after skipping the
+        calls the store refused. Without shared state, ``action`` unchanged."""
+        shared = self.shared
+        if shared is None or not isinstance(action, Call):
+            return action
+        return await _admit(shared, run, action, self.clock)
+
+    def shared_status(self) -> SharedStatus | None:
+        """The shared state's status (None without one): for ``/ready`` and metrics."""
+        return None if self.shared is None else self.shared.status()
+
     async def aclose(self) -> None:
-        """Close the providers this router built (and the recorder)."""
+        """Close the providers this router built (and the recorder, and the shared
+        state it built from the config)."""
+        if self.shared is not None and self._owns_shared:
+            await self.shared.aclose()
         for p in self._owned:
             await p.aclose()
         self._owned.clear()
@@ -212,9 +256,14 @@ class Router:
             except InputError as exc:
                 result = run.abort(now, "bad_spec", str(exc))
             else:
+                shared = self.shared
                 action = run.next_action(now)
                 while not isinstance(action, Finish):
                     if isinstance(action, Call):
+                        if shared is not None:
+                            action = await _admit(shared, run, action, clock)
+                            if not isinstance(action, Call):
+                                continue
                         outcome = await self._attempt(action, task, messages)
                         if isinstance(outcome, _BadSpec):
                             action = Finish(

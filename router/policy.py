@@ -48,7 +48,8 @@ statistic instead (:class:`~router.health.RouteStats`).
 *Liveness.* Everything a call acquires — its budget hold and, in half-open, its
 probe slot — is given back exactly once: by :meth:`TaskRun.record` whatever the
 outcome's kind, or by :meth:`TaskRun.abort` when the driver is cancelled, raises,
-or finds the task's own spec invalid.
+or finds the task's own spec invalid, or by :meth:`TaskRun.refuse` when a driver with
+shared state (:mod:`router.shared`) cannot admit the call planned.
 
 Every decision's randomness (backoff and breaker jitter) comes from one
 ``random.Random(seed)``: the same seed and the same outcomes give the same
@@ -616,6 +617,27 @@ class TaskRun:
                 )
             )
         return self._finish(now, False, None, None, error=error, detail=detail or None).result
+
+    def refuse(self, now: float, reason: str) -> Call | Finish:
+        """The driver could not admit the call just planned (shared state said no:
+        ``budget`` when a shared cap would be exceeded, ``breaker_open`` when another
+        replica holds the model's probe or has it open): give back its budget hold and
+        probe slot (nothing is booked and no attempt is listed), skip the candidate
+        with ``reason`` as :meth:`next_action` would have, and answer with the next
+        action. For :mod:`router.shared`; a driver without shared state never calls it.
+        """
+        m = self.pending
+        if m is None:
+            raise RuntimeError(f"task {self.task.task_id}: no planned call to refuse")
+        self.pending = None
+        policy = self.policy
+        policy.ledger.release(self.pending_hold)
+        policy.breakers[m.index].release(self.pending_probe)
+        if reason == "budget":
+            policy.ledger.rejections += 1
+        self.attempt -= 1
+        self.skips.append((m.id, reason))
+        return self._fall_back(now)
 
     # -- helpers -------------------------------------------------------------------
     def _fall_back(self, now: float) -> Call | Finish:

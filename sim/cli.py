@@ -34,6 +34,13 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+#: ``sim compare`` pairs configs on seeds ``seed + COMPARE_SEED_OFFSET + r`` by default: a
+#: stream that a study with the same ``--seed`` never trains (``seed + [0, R)``), selects
+#: (``+ 10_000``) or reports (``+ 20_000``) on (optimize.study.SEED_STREAMS["compare"]).
+COMPARE_SEED_OFFSET = 30_000
+#: Seeds in one stream: ``--replications`` above this would run into the next stream.
+SEED_STREAM_WIDTH = 10_000
+
 #: Where a user gets files to edit, quoted in hints.
 INIT_HINT = "`sim init DIR` writes editable copies of the seed config and scenario"
 
@@ -210,6 +217,11 @@ def _print_summary(summary: dict, out: Path | None) -> None:
     if summary.get("diagnosis"):
         console.print(f"  diagnosis: {summary['diagnosis']}")
     per_trace = summary.get("per_trace", {})
+    if summary.get("mode") == "one_stream":
+        console.print(
+            f"  one stream: {len(per_trace)} file(s) through one router "
+            "(shared breakers, budgets and spend)"
+        )
     if len(per_trace) > 1:
         for name, s in per_trace.items():
             console.print(
@@ -237,13 +249,45 @@ def replay(
     json_: Annotated[
         bool, typer.Option("--json/--no-json", metavar="", help="Print only the summary JSON.")
     ] = False,
+    as_one_stream: Annotated[
+        bool,
+        typer.Option(
+            "--as-one-stream",
+            help="Merge the files into one arrival-ordered stream through one router "
+            "(shared breakers, budgets and spend; task ids prefixed by file). Default: "
+            "each file is its own run.",
+        ),
+    ] = False,
+    replicas: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run the config as N router replicas (tasks spread round-robin), each "
+            "with its own breakers and budget view.",
+        ),
+    ] = 1,
+    state_delay: Annotated[
+        float,
+        typer.Option(
+            help="Seconds before a replica's breaker transitions and spend reach the "
+            "others: 0 = shared through Redis, inf = nothing shared.",
+        ),
+    ] = 0.0,
 ) -> None:
-    """Replay traces with the router's own policy; print the summary."""
+    """Replay traces with the router's own policy; print the summary.
+
+    Each file is replayed as its own run by default (summary "mode": "per_file"); with
+    --as-one-stream the files are one stream through one router ("mode": "one_stream"),
+    and per_trace gives each file's tasks within it. With --replicas N each run is N
+    router replicas sharing breakers and spend after --state-delay seconds.
+    """
     from sim.outdir import check_out_dir
     from sim.replay import dump_summary, load_traces
     from sim.replay import replay as run_replay
 
     try:
+        if not state_delay >= 0.0:
+            fail_cli(f"--state-delay: expected seconds >= 0 or inf, got {state_delay}")
         if out is not None:
             check_out_dir(out, flag="--out")  # before any work: refuse a foreign directory
         cfg = _config(config)
@@ -261,6 +305,9 @@ def replay(
                 replications=replications,
                 out=out,
                 progress=bar,
+                one_stream=as_one_stream,
+                replicas=replicas,
+                state_delay=state_delay,
             )
         finally:
             bar.close()
@@ -282,14 +329,32 @@ def compare(
     config_b: Annotated[Path, typer.Argument(help="Config B.")],
     paths: Annotated[list[Path], typer.Argument(help="Trace files or directories.")],
     scenario: Annotated[Path | None, typer.Option(help="Scenario (default: the seed).")] = None,
-    seed: Annotated[int, typer.Option(help="Base seed.")] = 0,
-    replications: Annotated[int, typer.Option(min=2, help="Paired seeds.")] = 5,
+    seed: Annotated[
+        int, typer.Option(help="Base seed (a study's --seed); pair r uses seed + offset + r.")
+    ] = 0,
+    seed_offset: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Where the paired seeds start past --seed. The default 30000 is a stream no "
+            "`optimize run` with this --seed trained (+0), selected (+10000) or reported "
+            "(+20000) on; 20000 re-runs a study's reporting seeds.",
+        ),
+    ] = COMPARE_SEED_OFFSET,
+    replications: Annotated[
+        int, typer.Option(min=2, max=SEED_STREAM_WIDTH, help="Paired seeds.")
+    ] = 5,
     json_: Annotated[
         bool,
         typer.Option("--json/--no-json", metavar="", help="Print only the comparison JSON."),
     ] = False,
 ) -> None:
-    """Run A and B on the same seeds; report B − A per metric with its 95% CI."""
+    """Run A and B on the same seeds; report B − A per metric with its 95% CI.
+
+    The seeds are seed + seed-offset + [0, replications): by default a stream that a
+    study with the same --seed never trained, selected or reported its winner on, so
+    the check is independent of how the winner was chosen.
+    """
     from sim.replay import compare as run_compare
     from sim.replay import load_traces
 
@@ -303,7 +368,7 @@ def compare(
             b,
             load_traces(paths),
             scenario=scn,
-            seed=seed,
+            seed=seed + seed_offset,
             replications=replications,
         )
     except InputError as exc:
@@ -313,7 +378,10 @@ def compare(
         return
     from rich.table import Table
 
-    table = Table(title=f"B − A over {replications} paired seeds")
+    first = seed + seed_offset
+    table = Table(
+        title=f"B − A over {replications} paired seeds ({first}..{first + replications - 1})"
+    )
     for col in ("metric", "A", "B", "B − A", "95% CI"):
         table.add_column(col, justify="right" if col != "metric" else "left")
     for key, d in result.items():
@@ -743,6 +811,184 @@ def import_csv_cmd(
     except InputError as exc:
         fail_cli(_import_error(exc))
     err.print(f"wrote {df.height:,} {'attempts' if attempts else 'tasks'} to {out}")
+
+
+def _records(paths: list[Path], time_scale: float):  # noqa: ANN202 - sim.calibrate.Records
+    """Attempt (and task) records, or a one-line error naming the bad path."""
+    from sim.calibrate import load_records
+
+    if not (time_scale > 0):
+        raise InputError(f"--time-scale: expected a positive number, got {time_scale:g}")
+    return load_records(paths, time_scale=time_scale)
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    recorded: Annotated[
+        list[Path],
+        typer.Argument(help="Attempt records, and task records if any: files or directories."),
+    ],
+    out: Annotated[Path, typer.Option(help="The fitted scenario (.yaml).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help="Directory for report.md and PNG figures: new, empty, or an earlier --report."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="The router config that was live (its providers share outages)."),
+    ] = None,
+    html: Annotated[
+        bool, typer.Option("--html/--no-html", metavar="", help="Also write report.html.")
+    ] = False,
+    time_scale: Annotated[
+        float,
+        typer.Option(help="The recording ran against `sim serve --time-scale X`: divide by X."),
+    ] = 1.0,
+    name: Annotated[str, typer.Option(help="The scenario's name.")] = "calibrated",
+    seed: Annotated[int, typer.Option(help="Seed of the held-out splits and bootstraps.")] = 0,
+) -> None:
+    """Fit a scenario from recorded attempts; every number commented with n, CI and fit.
+
+    Completion per model and task type, task difficulty, unsolvable share, retry correlation.
+
+    Latency (time to first token + per-token terms), errors, outages, rate limits, prices.
+
+    The YAML is loaded back with the scenario loader before it is written.
+    """
+    from sim.calibrate import calibrate, write_calibration
+    from sim.outdir import check_out_dir
+
+    if out.suffix.lower() not in (".yaml", ".yml"):
+        fail_cli(f"--out: {out}: expected a .yaml file, got '{out.suffix or '(no extension)'}'")
+    if out.is_dir():
+        fail_cli(f"--out: {out}: is a directory; give the scenario file to write")
+    try:
+        if report is not None:
+            check_out_dir(report, flag="--report")  # before any work
+        cfg = _config(config) if config is not None else None
+        records = _records(recorded, time_scale)
+        cal = calibrate(records, cfg, name=name, seed=seed)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_calibration(cal, out, report=report, html=html)
+    except InputError as exc:
+        fail_cli(str(exc))
+    except OSError as exc:
+        fail_cli(f"--out: {out}: cannot write: {exc.strerror or exc}")
+    comp = cal.completion
+    diff = (
+        f"; sigma {comp.sigma.value:.3g}, unsolvable {comp.unsolvable.value:.3g}, "
+        f"retry correlation {comp.rho.value:.3g}"
+        if comp is not None
+        else ""
+    )
+    err.print(
+        f"wrote {len(cal.models)} models fitted from {cal.n_attempts:,} attempts to {out}{diff}"
+    )
+    if report is not None:
+        err.print(f"report written to {report}/ (report.md{', report.html' if html else ''}, PNGs)")
+
+
+@app.command("validate")
+def validate_cmd(
+    recorded: Annotated[
+        list[Path],
+        typer.Argument(help="Attempt records, and task records if any: files or directories."),
+    ],
+    split: Annotated[
+        float, typer.Option(help="Share of the tasks (by arrival) to calibrate on.")
+    ] = 0.5,
+    config: Annotated[
+        Path | None, typer.Option(help="The router config that was live (default: the seed).")
+    ] = None,
+    json_: Annotated[
+        bool, typer.Option("--json/--no-json", metavar="", help="Print only the JSON summary.")
+    ] = False,
+    tolerance_pp: Annotated[
+        float, typer.Option(help="Tolerance of rates and shares, in percentage points.")
+    ] = 2.0,
+    tolerance_rel: Annotated[
+        float, typer.Option(help="Relative tolerance of costs, latencies and calls.")
+    ] = 0.10,
+    replications: Annotated[int, typer.Option(min=2, help="Seeds of the prediction.")] = 10,
+    seed: Annotated[int, typer.Option(help="Base seed (calibration and prediction).")] = 0,
+    time_scale: Annotated[
+        float,
+        typer.Option(help="The recording ran against `sim serve --time-scale X`: divide by X."),
+    ] = 1.0,
+) -> None:
+    """Calibrate on the first part, predict the rest with the simulator, compare.
+
+    Completion, cost per task, latency p50/p95/p99, fallback rate and error mix, with CIs.
+
+    Exit 0: no metric fails; 1: some metric fails; 2: bad input.
+    """
+    from sim.validate import validate
+
+    if not (0.0 < split < 1.0):
+        fail_cli(f"--split: expected a share strictly between 0 and 1, got {split:g}")
+    if tolerance_pp < 0 or tolerance_rel < 0:
+        fail_cli("--tolerance-pp/--tolerance-rel: expected numbers >= 0")
+    try:
+        cfg = _config(config)
+        records = _records(recorded, time_scale)
+        seen = set(records.attempts.get_column("model").unique().to_list())
+        if not seen & {m.id for m in cfg.models}:
+            raise InputError(
+                f"--config: none of its models ({', '.join(m.id for m in cfg.models[:5])}"
+                f"{', ...' if len(cfg.models) > 5 else ''}) is in the records (they call: "
+                f"{', '.join(sorted(seen)[:5])}); pass the config that was live"
+            )
+        report = validate(
+            records,
+            cfg,
+            split=split,
+            replications=replications,
+            seed=seed,
+            tolerance_pp=tolerance_pp,
+            tolerance_rel=tolerance_rel,
+        )
+    except InputError as exc:
+        fail_cli(str(exc))
+    if json_:
+        sys.stdout.write(json.dumps(report.summary(), indent=2) + "\n")
+    else:
+        _print_validation(report)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def _print_validation(report) -> None:  # noqa: ANN001 - sim.validate.ValidationReport
+    from rich.table import Table
+
+    table = Table(
+        title=(
+            f"Predicted vs observed: calibrated on {report.train_tasks:,} tasks, "
+            f"{report.test_tasks:,} predicted over {report.replications} seeds"
+        )
+    )
+    for col in ("metric", "observed", "predicted", "diff", "95% CI of diff", "tolerance", "status"):
+        table.add_column(col, justify="left" if col in ("metric", "status") else "right")
+    for m in report.metrics:
+        rate = m.kind == "rate"
+        unit = " pp" if rate else " %"
+        style = {"fail": "red", "noise": "yellow", "few": "dim"}.get(m.status, "")
+        table.add_row(
+            m.name,
+            f"{m.observed:.4g}",
+            f"{m.predicted:.4g}",
+            f"{100 * m.diff:+.2f}{unit}",
+            f"[{100 * m.diff_ci[0]:+.2f}, {100 * m.diff_ci[1]:+.2f}]",
+            f"{100 * m.tolerance:g}{unit}",
+            f"[{style}]{m.status}[/{style}]" if style else m.status,
+        )
+    console = Console()
+    console.print(table)
+    failed = [m.name for m in report.failed]
+    console.print(
+        "all metrics pass (or are within noise)" if not failed else f"failed: {', '.join(failed)}"
+    )
 
 
 def main() -> None:

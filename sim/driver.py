@@ -37,16 +37,31 @@ nothing, as providers do not bill them.
 
 Results stream into a :class:`~sim.results.ResultSink`, so a replay keeps
 compact per-task arrays only (no per-event log).
+
+*Replicas* (``replicas=N``): the config runs as N router replicas, each with its own
+:class:`~router.RoutingPolicy` (replica 0 with the run's seed), tasks spread over
+them round-robin or at random (seeded). With ``state_delay`` finite the replicas
+share what :mod:`router.shared` shares, each replica learning of the others'
+breaker transitions, counted outcomes (the shared consecutive-failure count),
+half-open probes and budget holds and spend ``state_delay`` seconds after they
+happen (SimPy timeouts; 0: at once, as through the Redis store); ``inf``: nothing is
+shared (independent replicas). Quality statistics stay per replica.
 """
 
 from __future__ import annotations
 
+import math
+import random
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 import simpy
 
 from router import Call, ErrorKind, Finish, Outcome, RouterConfig, RoutingPolicy, Task
+from router.breaker import BreakerEvent, BreakerListener, CircuitBreaker
+from router.ledger import HoldEvent
+from router.policy import TaskRun
 from sim.errors import ScenarioError
 from sim.results import ResultSink
 from sim.trace import ReplayColumns
@@ -79,8 +94,120 @@ class _ModelSite:
         self.retry_after = retry_after
 
 
+#: How tasks are spread over replicas.
+Spread = Literal["round_robin", "random"]
+
+
+class _ReplicaLink:
+    """What replicas share, delivered to the others ``delay`` seconds later.
+
+    The same hooks as :mod:`router.shared` (breaker listeners, the ledger's hold
+    observer, admission of a planned call); the store is modelled as each replica's
+    own view of the others, ``delay`` seconds old.
+    """
+
+    __slots__ = ("env", "policies", "delay", "claims")
+
+    def __init__(self, env: simpy.Environment, policies: list[RoutingPolicy], delay: float):
+        self.env = env
+        self.policies = policies
+        self.delay = delay
+        #: per model index: probe claims (replica, claimed at, ended at or None)
+        self.claims: dict[int, list[list[float | int | None]]] = {}
+        for r, policy in enumerate(policies):
+            for i, breaker in enumerate(policy.breakers):
+                breaker.listener = self._breaker_hook(r, i)
+            policy.ledger.observer = self._hold_hook(r)
+
+    def _send(self, origin: int, deliver: Callable[[RoutingPolicy, float], None]) -> None:
+        others = [p for j, p in enumerate(self.policies) if j != origin]
+        if self.delay <= 0.0:
+            now = self.env.now
+            for p in others:
+                deliver(p, now)
+            return
+        env = self.env
+
+        def arrive(_event: simpy.Event) -> None:
+            for p in others:
+                deliver(p, env.now)
+
+        env.timeout(self.delay).callbacks.append(arrive)
+
+    def _breaker_hook(self, r: int, i: int) -> BreakerListener:
+        def hook(breaker: CircuitBreaker, event: BreakerEvent, now: float) -> None:
+            if event is BreakerEvent.FAILURE:
+                self._send(r, lambda p, _t: p.breakers[i].count_remote(True))
+            elif event is BreakerEvent.SUCCESS:
+                self._send(r, lambda p, _t: p.breakers[i].count_remote(False))
+            elif event is BreakerEvent.OPENED:
+                self._end_claim(r, i)
+                until = breaker.open_until
+                self._send(r, lambda p, t: p.breakers[i].adopt_open(until, t))
+            elif event is BreakerEvent.CLOSED:
+                self._end_claim(r, i)
+                self._send(r, lambda p, t: p.breakers[i].adopt_closed(t))
+            else:  # PROBE_RELEASED
+                self._end_claim(r, i)
+
+        return hook
+
+    def _hold_hook(self, r: int) -> Callable[..., None]:
+        def hook(
+            event: HoldEvent,
+            hold: int,
+            model: int,
+            reserved: float,
+            actual: float,
+            task_type: str,
+            now: float,
+        ) -> None:
+            if event is HoldEvent.RESERVED:
+                delta = reserved
+            elif event is HoldEvent.SETTLED:
+                delta = actual - reserved
+            else:
+                delta = -reserved
+            if delta:
+                self._send(r, lambda p, t: p.ledger.apply_remote(model, delta, t))
+
+        return hook
+
+    def _end_claim(self, r: int, i: int) -> None:
+        for claim in self.claims.get(i, ()):
+            if claim[0] == r and claim[2] is None:
+                claim[2] = self.env.now
+
+    def admit(self, r: int, run: TaskRun, call: Call) -> str | None:
+        """A half-open probe goes only if no other replica's probe of the model is
+        known (claimed at least ``delay`` ago, and not known to have ended)."""
+        if not run.pending_probe:
+            return None
+        i = call.model_index
+        now = self.env.now
+        d = self.delay
+        timeout = self.policies[r].breakers[i].settings.probe_timeout_s
+        claims = self.claims.setdefault(i, [])
+        for holder, at, ended in claims:
+            if (
+                holder != r
+                and at + d <= now  # type: ignore[operator]
+                and (ended is None or ended + d > now)  # type: ignore[operator]
+                and now - at < timeout  # type: ignore[operator]
+            ):
+                return "breaker_open"
+        claims.append([r, now, None])
+        if len(claims) > 64:
+            del claims[:-32]
+        return None
+
+
 class Simulation:
-    """One replication: a trace, a config, a world (scenario realised for a seed)."""
+    """One replication: a trace, a config, a world (scenario realised for a seed).
+
+    ``replicas``/``state_delay``/``spread``: run the config as that many router
+    replicas sharing state with that delay (see the module docstring).
+    """
 
     def __init__(
         self,
@@ -90,11 +217,31 @@ class Simulation:
         seed: int,
         sink: ResultSink,
         progress: Callable[[int], None] | None = None,
+        replicas: int = 1,
+        state_delay: float = 0.0,
+        spread: Spread = "round_robin",
     ) -> None:
+        if replicas < 1:
+            raise ValueError(f"replicas: expected an integer >= 1, got {replicas}")
+        if not state_delay >= 0.0:
+            raise ValueError(f"state_delay: expected seconds >= 0 (or inf), got {state_delay}")
+        if spread not in ("round_robin", "random"):
+            raise ValueError(f"spread: expected 'round_robin' or 'random', got {spread!r}")
         self.config = config
         self.world = world
         self.env = simpy.Environment()
         self.policy = RoutingPolicy(config, seed=seed)
+        #: one policy per replica (replica 0 is :attr:`policy`)
+        self.policies = [self.policy] + [
+            RoutingPolicy(config, seed=seed + 1_000_003 * r) for r in range(1, replicas)
+        ]
+        self.spread = spread
+        self._spread_rng = random.Random(f"spread:{seed}")
+        self.link = (
+            _ReplicaLink(self.env, self.policies, state_delay)
+            if replicas > 1 and math.isfinite(state_delay)
+            else None
+        )
         ids = [m.id for m in config.models]
         if list(world.model_ids) != ids:
             raise ScenarioError(
@@ -127,22 +274,35 @@ class Simulation:
         ids, arrivals, types = cols.task_ids, cols.arrival_s, cols.task_types
         pts, cts = cols.prompt_tokens, cols.completion_tokens
         progress = self.progress
+        n = len(self.policies)
+        pick = self._spread_rng.randrange
         for i in range(len(ids)):
             delay = arrivals[i] - env.now
             if delay > 0:
                 yield env.timeout(delay)
-            process(task_proc(i, Task(ids[i], types[i], None, pts[i], cts[i], arrivals[i])))
+            task = Task(ids[i], types[i], None, pts[i], cts[i], arrivals[i])
+            if n == 1:
+                process(task_proc(i, task))
+            else:
+                r = i % n if self.spread == "round_robin" else pick(n)
+                process(task_proc(i, task, r))
             if progress is not None and not i & 0x3FFF:
                 progress(i)
 
-    def _task(self, index: int, task: Task):
+    def _task(self, index: int, task: Task, replica: int = 0):
         env = self.env
-        run = self.policy.start(task, env.now)
+        run = self.policies[replica].start(task, env.now)
         action = run.next_action(env.now)
         call = self._call
+        link = self.link
         while True:
             kind = type(action)
             if kind is Call:
+                if link is not None:
+                    reason = link.admit(replica, run, action)
+                    if reason is not None:
+                        action = run.refuse(env.now, reason)
+                        continue
                 outcome = yield from call(action, index, task)
                 action = run.record(outcome, env.now)
             elif kind is Finish:
@@ -235,6 +395,16 @@ class Simulation:
         site.in_use -= 1
 
     # -- running -------------------------------------------------------------------
+    @property
+    def breaker_trips(self) -> int:
+        """Breaker trips of every replica (an opening learned from another replica is
+        not a trip)."""
+        return sum(p.breaker_trips for p in self.policies)
+
+    @property
+    def budget_alerts(self) -> int:
+        return sum(len(p.ledger.alerts) for p in self.policies)
+
     def run(self, cols: ReplayColumns) -> None:
         """Replay every task of ``cols`` to completion."""
         self.env.process(self._arrivals(cols))

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import zlib
+from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from router import RouterConfig, load_seed_config
-from sim.driver import Simulation
+from sim.driver import Simulation, Spread
 from sim.outdir import check_out_dir, new_tmp_dir, replace_dir
 from sim.results import (
     SCALAR_KEYS,
@@ -92,6 +93,10 @@ def run_trace(
     writer: pq.ParquetWriter | None = None,
     progress: Callable[[int], None] | None = None,
     key: int | None | Literal["content"] = "content",
+    make_sink: Callable[..., ResultSink] = ResultSink,
+    replicas: int = 1,
+    state_delay: float = 0.0,
+    spread: Spread = "round_robin",
 ) -> RunOutput:
     """Simulate one trace under one seed.
 
@@ -99,17 +104,29 @@ def run_trace(
     :func:`trace_key` of ``cols``; an integer pairs this run's draws with another
     trace's on purpose; None gives the world keyed by the seed alone (the draws of
     replays before traces were keyed, kept to reproduce earlier results).
+    ``make_sink`` builds the result sink (called like :class:`ResultSink`).
+    ``replicas``/``state_delay``/``spread``: the config as N router replicas sharing
+    state with that delay (:class:`~sim.driver.Simulation`).
     """
     model_ids = [m.id for m in config.models]
     horizon = (cols.arrival_s[-1] if cols.arrival_s else 0.0) + _HORIZON_MARGIN_S
     tkey = trace_key(cols) if key == "content" else key
     world = scenario.realize(seed, horizon, model_ids, trace_key=tkey)
-    sink = ResultSink(model_ids, writer=writer, trace=trace, replication=replication, seed=seed)
-    sim = Simulation(config, world, seed=seed, sink=sink, progress=progress)
+    sink = make_sink(model_ids, writer=writer, trace=trace, replication=replication, seed=seed)
+    sim = Simulation(
+        config,
+        world,
+        seed=seed,
+        sink=sink,
+        progress=progress,
+        replicas=replicas,
+        state_delay=state_delay,
+        spread=spread,
+    )
     sim.run(cols)
     sink.flush()
     arrays = sink.arrays()
-    trips = sim.policy.breaker_trips
+    trips = sim.breaker_trips
     summary = summarize(
         arrays,
         model_ids,
@@ -117,7 +134,7 @@ def run_trace(
         failures=sim.failures,
         spend=sim.spend,
         breaker_trips=trips,
-        budget_alerts=len(sim.policy.ledger.alerts),
+        budget_alerts=sim.budget_alerts,
     )
     used = {m for r in config.routes.values() for m in r.chain}
     outages = [o for o in world.outage_intervals() if o[0] in used] if cols.arrival_s else []
@@ -155,6 +172,168 @@ def _merge(runs: Sequence[RunOutput], model_ids: Sequence[str]) -> dict[str, Any
     return merged
 
 
+#: ``summary["mode"]`` of a replay: each file its own run, or every file in one stream.
+MODES: tuple[str, ...] = ("per_file", "one_stream")
+#: The trace name of a one-stream run (its per-task records name each task's file).
+ONE_STREAM = "one stream"
+
+
+def merge_streams(
+    traces: Sequence[tuple[str, ReplayColumns]],
+) -> tuple[ReplayColumns, list[int], list[str]]:
+    """Several traces as one arrival-ordered stream (``sim replay --as-one-stream``).
+
+    Task ids are namespaced by their file, ``<file stem>/<task id>`` (the whole file
+    name when two stems are equal, then ``#<n>`` when names are), so ids that repeat
+    across files stay distinct; tasks arriving at the same instant are ordered by the
+    namespaced id, as :func:`sim.trace.replay_columns` orders one file. Returns the
+    merged columns, each task's file index and the prefix of each file.
+    """
+    names = [str(name) for name, _ in traces]
+    stems = [Path(n).stem or n for n in names]
+    prefixes = stems if len(set(stems)) == len(stems) else names
+    if len(set(prefixes)) != len(prefixes):
+        prefixes = [f"{p}#{i}" for i, p in enumerate(prefixes)]
+    rows = sorted(
+        (t, f"{prefixes[f]}/{cols.task_ids[i]}", f, i)
+        for f, (_, cols) in enumerate(traces)
+        for i, t in enumerate(cols.arrival_s)
+    )
+    cols = [c for _, c in traces]
+    merged = ReplayColumns(
+        [tid for _, tid, _, _ in rows],
+        [t for t, _, _, _ in rows],
+        [cols[f].task_types[i] for _, _, f, i in rows],
+        [cols[f].prompt_tokens[i] for _, _, f, i in rows],
+        [cols[f].completion_tokens[i] for _, _, f, i in rows],
+    )
+    return merged, [f for _, _, f, _ in rows], prefixes
+
+
+class _FileSink(ResultSink):
+    """A result sink for one stream of several files: notes each finished task's file,
+    and tallies calls, failed calls and spend per (file, model) from its attempts, so
+    that every file gets its own summary out of the shared run. Per-task records carry
+    the task's file as their ``trace``."""
+
+    def __init__(
+        self,
+        model_ids: Sequence[str],
+        *,
+        file_of: dict[str, int],
+        names: Sequence[str],
+        **kw: Any,
+    ) -> None:
+        super().__init__(model_ids, **kw)
+        self.file_of = file_of
+        self.names = list(names)
+        self.file = array("h")
+        n = len(self.model_ids)
+        self.file_calls = [[0] * n for _ in names]
+        self.file_failures = [[0] * n for _ in names]
+        self.file_spend = [[0.0] * n for _ in names]
+        self._row_file: list[int] = []
+
+    def add(self, r: Any) -> None:
+        f = self.file_of[r.task_id]
+        self.file.append(f)
+        for a in r.attempts:
+            m = self.model_index.get(a.model)
+            if m is None:
+                continue
+            self.file_calls[f][m] += 1
+            self.file_failures[f][m] += a.kind != "ok"
+            self.file_spend[f][m] += a.cost_usd
+        if self.writer is not None:
+            self._row_file.append(f)
+        super().add(r)
+
+    def flush(self) -> None:
+        rows, files = self._rows, self._row_file
+        if not rows or self.writer is None:
+            return
+        stream = self.trace
+        for f in sorted(set(files)):
+            self.trace = self.names[f]
+            self._rows = [r for r, g in zip(rows, files, strict=True) if g == f]
+            super().flush()
+        self.trace, self._rows, self._row_file = stream, [], []
+
+    def file_summary(self, f: int, *, breaker_trips: int, budget_alerts: int) -> dict[str, Any]:
+        """The summary of file ``f``'s tasks in the shared run (breaker trips and budget
+        alerts are the stream's: breakers and budgets are shared)."""
+        mask = np.frombuffer(self.file, dtype=np.int16) == f
+        arrays = {k: v[mask] for k, v in self.arrays().items()}
+        return summarize(
+            arrays,
+            self.model_ids,
+            calls=self.file_calls[f],
+            failures=self.file_failures[f],
+            spend=self.file_spend[f],
+            breaker_trips=breaker_trips,
+            budget_alerts=budget_alerts,
+        )
+
+
+def _one_stream_runs(
+    loaded: Sequence[tuple[str, ReplayColumns]],
+    config: RouterConfig,
+    scenario: Scenario,
+    *,
+    seed: int,
+    replications: int,
+    writer: pq.ParquetWriter | None,
+    progress: Callable[[int], None] | None,
+    key_by_trace: bool,
+    **replica_kw: Any,
+) -> tuple[list[RunOutput], list[dict[str, Any]]]:
+    """Every file merged into one stream through one policy, per replication: the runs,
+    and per replication each file's summary (in ``loaded`` order)."""
+    merged, file_index, _ = merge_streams(loaded)
+    file_of = dict(zip(merged.task_ids, file_index, strict=True))
+    names = [name for name, _ in loaded]
+    runs: list[RunOutput] = []
+    per_file: list[dict[str, Any]] = []
+    sinks: list[_FileSink] = []
+
+    def make_sink(model_ids: Sequence[str], **kw: Any) -> _FileSink:
+        sinks.append(_FileSink(model_ids, file_of=file_of, names=names, **kw))
+        return sinks[-1]
+
+    for r in range(replications):
+        base = r * len(merged.task_ids)
+
+        def tick(i: int, base: int = base) -> None:
+            if progress is not None:
+                progress(base + i)
+
+        run = run_trace(
+            merged,
+            config,
+            scenario,
+            seed=seed + r,
+            trace=ONE_STREAM,
+            replication=r,
+            writer=writer,
+            progress=tick if progress else None,
+            key="content" if key_by_trace else None,
+            make_sink=make_sink,
+            **replica_kw,
+        )
+        runs.append(run)
+        sink = sinks[-1]
+        alerts = int(run.summary.get("budget_alerts", 0))
+        per_file.append(
+            {
+                name: sink.file_summary(f, breaker_trips=run.breaker_trips, budget_alerts=alerts)
+                for f, name in enumerate(names)
+            }
+        )
+        if progress is not None:
+            progress(base + len(merged.task_ids))
+    return runs, per_file
+
+
 @dataclass
 class ReplayReport:
     """Everything a replay produced: the summary and the runs behind it."""
@@ -176,16 +355,40 @@ def replay(
     figures: bool = True,
     progress: Callable[[int], None] | None = None,
     key_by_trace: bool = True,
+    one_stream: bool = False,
+    replicas: int = 1,
+    state_delay: float = 0.0,
+    spread: Spread = "round_robin",
 ) -> ReplayReport:
     """Replay traces (files or directories, or pre-loaded ``traces``).
 
     Returns the summary (the keys of :mod:`sim.results`, ``ci`` when
-    ``replications > 1``, and ``per_trace``) plus the runs. With ``out``, writes
-    ``tasks.parquet``, ``summary.json`` and PNG figures there atomically: into a
-    temporary sibling directory, renamed into place only when complete.
+    ``replications > 1``, ``per_trace`` and ``mode``) plus the runs. With ``out``,
+    writes ``tasks.parquet``, ``summary.json`` and PNG figures there atomically: into
+    a temporary sibling directory, renamed into place only when complete.
     ``key_by_trace=False`` replays every trace in the world keyed by the seed alone
     (traces then share per-task draws: only for reproducing earlier results).
+
+    ``mode`` says how files were run. ``"per_file"`` (the default): each file is a
+    separate run with a fresh policy (its own breakers, budgets and spend), and the
+    summary merges them as one population. ``"one_stream"`` (``one_stream=True``):
+    the files are merged into one arrival-ordered stream (:func:`merge_streams`,
+    task ids namespaced by file) through one policy, so breakers, budgets and spend
+    are shared as they would be in one deployment; ``per_trace`` then gives each
+    file's tasks within that shared run (``breaker_trips`` and ``budget_alerts``
+    there are the stream's).
+
+    ``replicas`` > 1 runs each run's config as that many router replicas, tasks spread
+    ``round_robin`` or at ``random`` (seeded), sharing breakers and spend with a
+    propagation delay of ``state_delay`` seconds (0: as through the Redis store;
+    ``math.inf``: no sharing); the summary then says ``replicas``, ``state_delay``
+    and ``spread``.
     """
+    replica_kw: dict[str, Any] = {
+        "replicas": replicas,
+        "state_delay": state_delay,
+        "spread": spread,
+    }
     if replications < 1:
         raise ValueError(f"replications: expected an integer >= 1, got {replications}")
     config = config or load_seed_config()
@@ -199,6 +402,39 @@ def replay(
         tmp = new_tmp_dir(check_out_dir(out, flag="out"))
         writer = pq.ParquetWriter(tmp / "tasks.parquet", TASK_SCHEMA)
     try:
+        if one_stream and loaded:
+            runs, per_file = _one_stream_runs(
+                loaded,
+                config,
+                scenario,
+                seed=seed,
+                replications=replications,
+                writer=writer,
+                progress=progress,
+                key_by_trace=key_by_trace,
+                **replica_kw,
+            )
+            per_seed = [x.summary for x in runs]
+            summary = combine(per_seed)
+            summary["seed"] = seed
+            summary["mode"] = "one_stream"
+            if replicas > 1:
+                summary.update(replica_kw)
+            summary["per_trace"] = {
+                name: combine([files[name] for files in per_file]) for name, _ in loaded
+            }
+            report = ReplayReport(summary, runs, per_seed)
+            if tmp is not None and writer is not None:
+                writer.close()
+                writer = None
+                (tmp / "summary.json").write_text(dump_summary(summary), encoding="utf-8")
+                if figures:
+                    from sim.plots import write_figures
+
+                    write_figures(report, config, tmp)
+                replace_dir(tmp, out)  # type: ignore[arg-type]
+                tmp = None
+            return report
         runs: list[RunOutput] = []
         done = 0
         for r in range(replications):
@@ -220,6 +456,7 @@ def replay(
                         writer=writer,
                         progress=tick if progress else None,
                         key="content" if key_by_trace else None,
+                        **replica_kw,
                     )
                 )
                 done += len(cols.task_ids)
@@ -230,6 +467,9 @@ def replay(
         ]
         summary = combine(per_seed)
         summary["seed"] = seed
+        summary["mode"] = "per_file"
+        if replicas > 1:
+            summary.update(replica_kw)
         summary["per_trace"] = {
             name: combine([x.summary for x in runs if x.trace == name]) for name, _ in loaded
         }

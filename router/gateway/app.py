@@ -371,6 +371,9 @@ class Gateway:
             self.router, validate=settings.validate, attempt_recorder=attempts
         )
         self.metrics = GatewayMetrics(lambda: self.router.policy, self.router.clock)
+        from router.shared.metrics import SharedCollector
+
+        self.metrics.registry.register(SharedCollector(lambda: self.router))
         # Read when scraped rather than counted per request (two locked updates saved).
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self.in_flight = 0
@@ -483,6 +486,8 @@ class Gateway:
         watcher = None
         if self.settings.watch and self.config_path is not None:
             watcher = asyncio.create_task(self._watch_config(stop), name="costroute-config-watch")
+        if self.router.shared is not None:
+            await self.router.shared.start()  # never raises: a lost store means degraded
         self.ready = True
         try:
             yield
@@ -554,6 +559,10 @@ class Gateway:
         if self.ready:
             config = self.router.config
             body = {"status": "ready", "routes": len(config.routes), "models": len(config.models)}
+            shared = self.router.shared_status()
+            if shared is not None:
+                # Still 200 while degraded: routing goes on with local state.
+                body["shared"] = shared.as_dict()
             await self._json(send, 200, body)
         else:
             await self._json(send, 503, {"status": "starting or draining"})

@@ -182,6 +182,11 @@ class GatewayDriver:
             action = run.next_action(now)
             buffer = run.plan.route.buffer
             while not isinstance(action, Finish):
+                if isinstance(action, Call) and router.shared is not None:
+                    # Shared caps and probe tokens: the store admits each planned call.
+                    action = await router.admit(run, action)
+                    if not isinstance(action, Call):
+                        continue
                 if isinstance(action, Call):
                     attempt = await self._attempt(action, task, buffer, sink)
                     if attempt.bad_spec is not None:

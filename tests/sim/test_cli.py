@@ -337,3 +337,45 @@ def test_serve_logs_one_line_per_request_unless_quiet() -> None:
     assert "SECRET" not in errs
     _, quiet = _serve_and_call("--quiet")
     assert quiet == ""
+
+
+def test_replay_as_one_stream_says_so_and_breaks_down_by_file(
+    small_trace: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.parquet"
+    pl.read_parquet(small_trace).head(100).write_parquet(other)  # the same task ids
+    res = sim("replay", str(small_trace), str(other), "--json", "--as-one-stream")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout)
+    assert summary["mode"] == "one_stream"
+    assert summary["tasks"] == 400
+    assert {k: v["tasks"] for k, v in summary["per_trace"].items()} == {
+        "small.parquet": 300,
+        "other.parquet": 100,
+    }
+    res = sim("replay", str(small_trace), "--json")
+    assert json.loads(res.stdout)["mode"] == "per_file"
+    res = runner.invoke(app, ["replay", str(small_trace), str(other), "--as-one-stream"])
+    assert res.exit_code == 0, res.output
+    assert "one stream: 2 file(s) through one router" in res.output
+
+
+def test_compare_pairs_on_its_own_seed_stream_by_default(small_trace: Path) -> None:
+    from router import load_seed_config
+    from sim.cli import COMPARE_SEED_OFFSET
+    from sim.replay import compare, load_traces
+
+    seed = str(ROOT / "router" / "data" / "seed_config.yaml")
+    res = sim("compare", seed, seed, str(small_trace), "--json", "--replications", "2")
+    assert res.returncode == 0, res.stderr
+    got = json.loads(res.stdout)
+    cfg = load_seed_config()
+    traces = load_traces([small_trace])
+    # seed 0 + 30000 + r: not a study's training (0..), selection (10000..) or reporting
+    # (20000..) seeds.
+    assert got == compare(cfg, cfg, traces, seed=COMPARE_SEED_OFFSET, replications=2)
+    res = sim(
+        "compare", seed, seed, str(small_trace), "--json", "--replications", "2",
+        "--seed", "4", "--seed-offset", "20000",
+    )  # fmt: skip
+    assert json.loads(res.stdout) == compare(cfg, cfg, traces, seed=20_004, replications=2)
