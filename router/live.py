@@ -159,7 +159,18 @@ class Router:
     @classmethod
     def from_config(cls, path: str | os.PathLike[str], **kwargs: object) -> Router:
         """A router for the config file at ``path`` (YAML, JSON or TOML)."""
-        return cls(load_config(path), **kwargs)  # type: ignore[arg-type]
+        config = load_config(path)
+        given = kwargs.get("providers") or {}
+        for name, route in config.routes.items():
+            for mid in route.chain:
+                if mid not in given and config.model(mid).endpoint is None:
+                    # Refuse now, in one line, rather than fail on the first call.
+                    raise InputError(
+                        f"{path}: models.{mid}.endpoint: model {mid!r} (in routes.{name}.chain) "
+                        "has no endpoint, so it cannot be called; add one (optimize export "
+                        "--endpoints FILE does) or pass providers={...}"
+                    )
+        return cls(config, **kwargs)  # type: ignore[arg-type]
 
     @property
     def config(self) -> RouterConfig:

@@ -64,6 +64,7 @@ TASK_SCHEMA = pa.schema(
         ("skips", pa.string()),
         ("error", pa.string()),
         ("fell_back", pa.bool_()),
+        ("first_candidate", pa.string()),
     ]
 )
 

@@ -392,3 +392,14 @@ def test_the_event_loop_keeps_ticking_while_a_slow_validator_runs(tmp_path) -> N
     assert res.success, res.reasons()
     assert elapsed >= 2.0
     assert worst < 0.05, worst
+
+
+def test_from_config_refuses_a_config_whose_models_cannot_be_called(tmp_path) -> None:
+    from router import load_seed_config, save_config
+    from router.errors import InputError
+
+    path = save_config(load_seed_config(), tmp_path / "seed.yaml")
+    with pytest.raises(InputError) as exc:
+        Router.from_config(path)
+    message = str(exc.value)
+    assert "\n" not in message and "has no endpoint" in message and "routes." in message
