@@ -2,9 +2,10 @@
 
 The ground truth (``tests/data/calibration/truth_scenario.yaml``) is served by the
 provider twin and the live router is driven through it with attempt recording, as
-``bench/calibration.py`` does at full size (6,000 + 6,000 tasks); here 2,400 tasks at
-time scale 0.05 keep the test near 60 s. See ``test_live_recording_recovers_the_hidden_truth``
-for the targets and why two are looser than the bench's.
+``bench/calibration.py`` does at full size (6,000 + 10,000 tasks); here 1,800 tasks at
+time scale 0.05 keep the test under a minute. See
+``test_live_recording_recovers_the_hidden_truth`` for the targets and why some are
+looser than the bench's.
 """
 
 from __future__ import annotations
