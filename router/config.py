@@ -22,9 +22,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from router.endpoint import Endpoint
 from router.errors import ConfigError
 from router.outcome import AVAILABILITY_FAILURES, DEFAULT_RETRY_ON, ErrorKind
-from router.providers.endpoint import Endpoint
 from router.task import ROUTE_ALIASES
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
