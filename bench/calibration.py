@@ -11,12 +11,12 @@ a context window, token and per-task prices) and the router config that meets it
    live router (:class:`router.live.Router` with an
    :class:`~router.recording.AttemptRecorder` and a
    :class:`~router.recording.TraceRecorder`) over HTTP against a
-   :class:`sim.twin.TwinServer` serving the truth at ``--time-scale``
-   (:func:`sim.validate.record_against_twin`);
-2. calibrate: :func:`sim.calibrate.calibrate` fits a scenario from that recording;
+   :class:`sim.twin.server.TwinServer` serving the truth at ``--time-scale``
+   (:func:`sim.world.validation.record_against_twin`);
+2. calibrate: :func:`sim.world.calibration.calibrate` fits a scenario from that recording;
    the recovered parameters are printed beside the true ones;
 3. validate: a *fresh* trace (``--fresh-tasks`` tasks, other seeds) is recorded the
-   same way and :func:`sim.validate.validate` calibrates on its first half and
+   same way and :func:`sim.world.validation.validate` calibrates on its first half and
    predicts its second half with the simulator (``--replications`` seeds).
 
 Prints the comparison tables, then LAST one JSON object::
@@ -55,10 +55,10 @@ from typing import Any
 import numpy as np
 
 from router import RouterConfig, load_config
-from sim.calibrate import Calibration, calibrate, load_records
-from sim.scenario import Scenario, TokenLatency, load_scenario
-from sim.synth import TokenDist, synthesize
-from sim.validate import ValidationReport, record_against_twin, validate
+from sim.traces.synth import TokenDist, synthesize
+from sim.world.calibration import Calibration, calibrate, load_records
+from sim.world.scenario import Scenario, TokenLatency, load_scenario
+from sim.world.validation import ValidationReport, record_against_twin, validate
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "calibration"
 TRUTH = DATA / "truth_scenario.yaml"

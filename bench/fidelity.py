@@ -2,13 +2,13 @@
 
 One seeded synthetic trace (default 1,000 Poisson tasks at 1 task/s, the default
 task-type mix) is replayed twice with the seed config, the seed scenario and one seed
-(:func:`sim.fidelity.run_fidelity`):
+(:func:`sim.twin.fidelity.run_fidelity`):
 
 * live: :class:`router.live.Router` routes every task concurrently over real HTTP to
-  a :class:`sim.twin.TwinServer` on 127.0.0.1 running the scenario at ``--time-scale``
+  a :class:`sim.twin.server.TwinServer` on 127.0.0.1 running the scenario at ``--time-scale``
   (default 0.05: 20 times faster), with the config's durations scaled to match;
   arrivals are compressed by the same factor and live latencies divided by it;
-* sim: :func:`sim.replay.replay` of the same trace.
+* sim: :func:`sim.engine.replays.replay` of the same trace.
 
 Prints the metrics side by side with their differences, then LAST one JSON object::
 
@@ -32,8 +32,8 @@ import argparse
 import json
 
 from router import load_seed_config
-from sim.fidelity import fidelity_trace, run_fidelity
-from sim.scenario import load_seed_scenario
+from sim.twin.fidelity import fidelity_trace, run_fidelity
+from sim.world.scenario import load_seed_scenario
 
 #: (summary key, label, format) of the side-by-side table.
 ROWS: tuple[tuple[str, str, str], ...] = (

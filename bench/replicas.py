@@ -15,7 +15,7 @@ simulator** in the same run:
 Live: ``router.live.Router`` replicas in this process, each with its own Redis client
 (shared) or none (alone), over loopback scripted servers (``router.testing_http``),
 time-scaled by ``--time-scale`` (0.1: the 60 s outage lasts 6 s; every duration of
-the config and of the schedule is scaled alike). Predicted: ``sim.driver.Simulation``
+the config and of the schedule is scaled alike). Predicted: ``sim.engine.driver.Simulation``
 with ``replicas=N`` and ``state_delay`` 0 (shared) or inf (alone), unscaled, on a
 scenario that is the same servers: ``dead`` down for exactly the outage.
 
@@ -51,10 +51,10 @@ from router.config import RouterConfig
 from router.live import Router
 from router.shared import RedisState
 from router.testing_http import Json, ScriptedServer, openai_completion
-from sim.driver import Simulation
-from sim.results import ResultSink
-from sim.scenario import parse_scenario
-from sim.trace import ReplayColumns
+from sim.engine.driver import Simulation
+from sim.engine.results import ResultSink
+from sim.traces.tasks import ReplayColumns
+from sim.world.scenario import parse_scenario
 
 OK = Json(openai_completion('{"ok": true}', prompt_tokens=10, completion_tokens=5))
 DOWN = Json({"error": {"message": "the provider is down"}}, 500)

@@ -2,9 +2,9 @@
 
 Three measurements in one run:
 
-1. *Routed*: a seeded synthetic trace (:func:`sim.synth.synthesize`, default 100,000
+1. *Routed*: a seeded synthetic trace (:func:`sim.traces.synth.synthesize`, default 100,000
    Poisson tasks at 2.5 tasks/s, about the Azure code trace's rate) replayed with
-   :func:`sim.replay.run_trace` through 5-model chains of the seed catalog, against the
+   :func:`sim.engine.replays.run_trace` through 5-model chains of the seed catalog, against the
    seed scenario (shared outage processes, capacity and rate limits, Beta-drawn
    completion). Every decision is the router's policy; the clock is SimPy's.
 2. *Baseline*: a plain SimPy M/M/c model of the same number of customers (Poisson
@@ -47,10 +47,10 @@ import simpy
 import yaml
 
 from router import RouterConfig, config_from_dict, seed_config_path
-from sim.replay import RunOutput, replay, run_trace
-from sim.scenario import load_seed_scenario
-from sim.synth import synthesize
-from sim.trace import replay_columns, write_trace
+from sim.engine.replays import RunOutput, replay, run_trace
+from sim.traces.synth import synthesize
+from sim.traces.tasks import replay_columns, write_trace
+from sim.world.scenario import load_seed_scenario
 
 #: Mean arrival rate of the synthetic traces: the Azure code trace's 8,819 requests in
 #: 3,436 s are 2.57 tasks/s. At this rate the free/preview tiers' capacity and rate

@@ -2,7 +2,7 @@
 
 Every field of every object in the router config's schema
 (:func:`router.config.json_schema`) and the scenario's
-(:func:`sim.scenario.scenario_json_schema`) is rendered with its type, its
+(:func:`sim.world.scenario.scenario_json_schema`) is rendered with its type, its
 constraints, its default and its description, so the references cannot drift from
 the code. Run from the repository root after changing a config or scenario model::
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel  # noqa: E402
 from pydantic_core import to_jsonable_python  # noqa: E402
 
 from router.config import RouterConfig, json_schema  # noqa: E402
-from sim.scenario import Scenario, scenario_json_schema  # noqa: E402
+from sim.world.scenario import Scenario, scenario_json_schema  # noqa: E402
 
 _CONSTRAINTS = (
     ("minimum", "≥ {}"),
@@ -258,7 +258,7 @@ def outputs() -> dict[Path, str]:
             "extension). Times are in seconds, prices in USD. A distribution is chosen by "
             "its `dist` field: a latency defaults to `lognormal`, an outage's "
             "`time_between` to `exponential` and its `duration` to `lognormal`. The JSON "
-            "Schema itself: `sim.scenario.scenario_json_schema()`. See the "
+            "Schema itself: `sim.world.scenario.scenario_json_schema()`. See the "
             "[user guide](guide.md).",
             scenario_json_schema(),
             Scenario,

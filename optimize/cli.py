@@ -253,8 +253,8 @@ def run(
     from optimize.space import SpaceSpec, load_space_spec
     from optimize.storage import STUDIES_DIR, redact, resolve_storage
     from optimize.study import StudySettings, run_study
-    from sim.replay import load_traces
-    from sim.scenario import load_scenario, load_seed_scenario
+    from sim.engine.replays import load_traces
+    from sim.world.scenario import load_scenario, load_seed_scenario
 
     warnings.filterwarnings("ignore", module="optuna")
     mode = "quiet" if json_ else ("bar" if sys.stdout.isatty() else "lines")

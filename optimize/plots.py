@@ -91,7 +91,7 @@ def _paired_rows(objective: Objective, holdout: dict[str, Any]) -> list[dict[str
     """One row per metric: label, unit, base and tuned means, diff and CI (scaled), and
     whether larger is better."""
     from optimize.study import PAIRED_METRICS
-    from sim.results import paired_difference
+    from sim.engine.results import paired_difference
 
     rows = []
     name = "net value" if objective.multi else objective.name.replace("_", " ")

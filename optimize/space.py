@@ -47,7 +47,7 @@ from optimize.export import round_settings
 from router import RouterConfig, config_from_dict
 from router.errors import InputError
 from router.task import TASK_TYPES
-from sim.scenario import Scenario
+from sim.world.scenario import Scenario
 
 #: Typical task size used only to rank candidate models (the median Azure code request).
 _RANK_PROMPT_TOKENS = 2048

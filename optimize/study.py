@@ -62,10 +62,10 @@ from optimize.space import SearchSpace, SpaceSpec
 from optimize.storage import open_storage, redact
 from router import RouterConfig, config_from_dict
 from router.errors import InputError
-from sim.replay import replay
-from sim.results import SCALAR_KEYS, mean_ci, paired_difference
-from sim.scenario import Scenario
-from sim.trace import ReplayColumns
+from sim.engine.replays import replay
+from sim.engine.results import SCALAR_KEYS, mean_ci, paired_difference
+from sim.traces.tasks import ReplayColumns
+from sim.world.scenario import Scenario
 
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
 #: How many seeds one stream holds: streams never overlap while replications,

@@ -14,7 +14,7 @@ Every finished live task becomes one line in the trace schema::
     cost_usd float, error_kind str|null, provider_model str|null,
     request_id str|null [, payload str|null]
 
-``provider_model`` and ``request_id`` are outside :mod:`sim.trace`'s schema; its
+``provider_model`` and ``request_id`` are outside :mod:`sim.traces.tasks`'s schema; its
 reader keeps such columns (as text) after the schema's own. They are written on
 every line (null when unknown) so that a reader learning the columns from the first
 lines always sees them.

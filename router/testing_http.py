@@ -519,7 +519,7 @@ class ScriptedServer(LoopbackServer):
 async def read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:
     """The next request on the connection, or ``None`` at a clean end of connection.
 
-    Public for servers built from these replies (e.g. :mod:`sim.twin`). Raises
+    Public for servers built from these replies (e.g. :mod:`sim.twin.server`). Raises
     ``ValueError`` / ``asyncio.IncompleteReadError`` for a malformed request head.
     """
     return await _read_request(reader)

@@ -1,4 +1,4 @@
-"""The ``sim`` command line: a thin layer over :mod:`sim.replay` and friends.
+"""The ``sim`` command line: a thin layer over :mod:`sim.engine.replays` and friends.
 
 Library errors (:class:`router.errors.InputError`) become one line on stderr
 and exit code 2 here, and only here.
@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
 from router.errors import fail_cli, run_cli
-from sim.results import SCALAR_KEYS
-from sim.scenario import Scenario, load_scenario, load_seed_scenario
+from sim.engine.results import SCALAR_KEYS
+from sim.world.scenario import Scenario, load_scenario, load_seed_scenario
 
 if TYPE_CHECKING:
     import polars as pl
@@ -114,7 +114,7 @@ def _check_pair(
     cfg: RouterConfig, scn: Scenario, config: Path | None, scenario: Path | None
 ) -> None:
     """Refuse a config whose models the scenario cannot simulate; warn on prices."""
-    from sim.consistency import missing_models, price_warning
+    from sim.world.consistency import missing_models, price_warning
 
     missing = missing_models(cfg, scn)
     scn_name = str(scenario) if scenario else "the seed scenario"
@@ -281,9 +281,9 @@ def replay(
     and per_trace gives each file's tasks within it. With --replicas N each run is N
     router replicas sharing breakers and spend after --state-delay seconds.
     """
-    from sim.outdir import check_out_dir
-    from sim.replay import dump_summary, load_traces
-    from sim.replay import replay as run_replay
+    from sim.engine.outdir import check_out_dir
+    from sim.engine.replays import dump_summary, load_traces
+    from sim.engine.replays import replay as run_replay
 
     try:
         if not state_delay >= 0.0:
@@ -355,8 +355,8 @@ def compare(
     study with the same --seed never trained, selected or reported its winner on, so
     the check is independent of how the winner was chosen.
     """
-    from sim.replay import compare as run_compare
-    from sim.replay import load_traces
+    from sim.engine.replays import compare as run_compare
+    from sim.engine.replays import load_traces
 
     try:
         a, b = _config(config_a, "CONFIG_A"), _config(config_b, "CONFIG_B")
@@ -406,7 +406,7 @@ def synth(
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
 ) -> None:
     """Write a synthetic trace (seeded; same seed, same bytes)."""
-    from sim.synth import synthesize
+    from sim.traces.synth import synthesize
 
     if tasks is None and duration_s is None:
         fail_cli("--tasks or --duration-s is required (e.g. --tasks 1000, or --duration-s 86400)")
@@ -429,7 +429,7 @@ def synth(
 
 def _write_trace_file(df: pl.DataFrame, out: Path) -> None:
     """Write a trace, creating its directory; OS errors become one-line input errors."""
-    from sim.trace import write_trace
+    from sim.traces.tasks import write_trace
 
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -447,7 +447,7 @@ def import_azure_cmd(
     mix: Annotated[str | None, typer.Option(help="Task-type mix, e.g. json=3,sql=1.")] = None,
 ) -> None:
     """Convert the public Azure LLM inference trace to the trace schema."""
-    from sim.azure import import_azure
+    from sim.traces.azure import import_azure
 
     try:
         df = import_azure(csv, seed=seed, limit=limit, mix=_parse_mix(mix))
@@ -539,7 +539,7 @@ def serve(
     import os
     import signal
 
-    from sim.twin import TwinServer
+    from sim.twin.server import TwinServer
 
     if not (math.isfinite(time_scale) and time_scale > 0):
         fail_cli(f"--time-scale: expected a positive number, got {time_scale:g}")
@@ -609,7 +609,7 @@ def _import_error(exc: InputError) -> str:
 
 def _check_outputs(*outputs: tuple[str, Path | None]) -> None:
     """Refuse, before any work, output paths of unknown format or named twice."""
-    from sim.trace import TRACE_EXTENSIONS
+    from sim.traces.tasks import TRACE_EXTENSIONS
 
     seen: dict[Path, str] = {}
     for flag, path in outputs:
@@ -813,9 +813,9 @@ def import_csv_cmd(
     err.print(f"wrote {df.height:,} {'attempts' if attempts else 'tasks'} to {out}")
 
 
-def _records(paths: list[Path], time_scale: float):  # noqa: ANN202 - sim.calibrate.Records
+def _records(paths: list[Path], time_scale: float):  # noqa: ANN202 - sim.world.calibration.Records
     """Attempt (and task) records, or a one-line error naming the bad path."""
-    from sim.calibrate import load_records
+    from sim.world.calibration import load_records
 
     if not (time_scale > 0):
         raise InputError(f"--time-scale: expected a positive number, got {time_scale:g}")
@@ -857,8 +857,8 @@ def calibrate_cmd(
 
     The YAML is loaded back with the scenario loader before it is written.
     """
-    from sim.calibrate import calibrate, write_calibration
-    from sim.outdir import check_out_dir
+    from sim.engine.outdir import check_out_dir
+    from sim.world.calibration import calibrate, write_calibration
 
     if out.suffix.lower() not in (".yaml", ".yml"):
         fail_cli(f"--out: {out}: expected a .yaml file, got '{out.suffix or '(no extension)'}'")
@@ -924,7 +924,7 @@ def validate_cmd(
 
     Exit 0: no metric fails; 1: some metric fails; 2: bad input.
     """
-    from sim.validate import validate
+    from sim.world.validation import validate
 
     if not (0.0 < split < 1.0):
         fail_cli(f"--split: expected a share strictly between 0 and 1, got {split:g}")
@@ -959,7 +959,7 @@ def validate_cmd(
         raise typer.Exit(1)
 
 
-def _print_validation(report) -> None:  # noqa: ANN001 - sim.validate.ValidationReport
+def _print_validation(report) -> None:  # noqa: ANN001 - sim.world.validation.ValidationReport
     from rich.table import Table
 
     table = Table(

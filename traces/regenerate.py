@@ -9,8 +9,8 @@ Exact command, from the repository root::
 the repository). It writes, atomically:
 
 - ``traces/azure_code_2023.parquet``: every row of the Azure LLM inference trace
-  (code), converted by :func:`sim.azure.import_azure` with ``seed=0``;
-- ``traces/synthetic_2d.parquet``: :func:`sim.synth.synthesize` with
+  (code), converted by :func:`sim.traces.azure.import_azure` with ``seed=0``;
+- ``traces/synthetic_2d.parquet``: :func:`sim.traces.synth.synthesize` with
   :data:`SYNTHETIC_PARAMS` (two days, diurnal, 0.25 tasks/s on average);
 - ``traces/AzurePublicDataset_LICENSE_CC-BY-4.0.txt``: a copy of the data's licence.
 
@@ -28,9 +28,9 @@ from typing import Any
 
 import polars as pl
 
-from sim.azure import import_azure
-from sim.synth import synthesize
-from sim.trace import write_trace
+from sim.traces.azure import import_azure
+from sim.traces.synth import synthesize
+from sim.traces.tasks import write_trace
 
 TRACES_DIR = Path(__file__).resolve().parent
 REPO_DIR = TRACES_DIR.parent

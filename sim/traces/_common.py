@@ -15,7 +15,7 @@ import polars as pl
 from router.outcome import ErrorKind
 from router.providers._http import ErrorFields, kind_for_error
 from sim.errors import TraceError
-from sim.trace import TRACE_EXTENSIONS, _first_line, _locate_bad_csv_row
+from sim.traces.tasks import TRACE_EXTENSIONS, _first_line, _locate_bad_csv_row
 
 #: How a timestamp column is written: ISO-8601 text, Unix seconds, Unix milliseconds,
 #: or plain seconds already on the trace's clock (kept as they are).

@@ -70,8 +70,8 @@ import yaml
 from router.config import RouterConfig, config_from_dict
 from router.errors import InputError
 from sim.errors import TraceError
-from sim.scenario import Scenario, parse_scenario
 from sim.traces._common import write_atomically
+from sim.world.scenario import Scenario, parse_scenario
 
 __all__ = [
     "AIDER_REQUIRED",

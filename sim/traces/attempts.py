@@ -1,6 +1,6 @@
 """The attempt-record schema and its I/O: one row per provider call.
 
-A task trace (:mod:`sim.trace`) has one row per *task*; attempt records have one row
+A task trace (:mod:`sim.traces.tasks`) has one row per *task*; attempt records have one row
 per *attempt* -- every call the router (or another tool) made, retries and fallbacks
 included. They are what ``sim calibrate`` fits latency distributions, error mixes and
 retry behaviour from. The live router writes them with
@@ -58,7 +58,7 @@ import polars as pl
 from router.recording import ABORT_OUTCOMES, ATTEMPT_COLUMNS, ATTEMPT_OUTCOMES
 from router.task import UNKNOWN
 from sim.errors import TraceError
-from sim.trace import (
+from sim.traces.tasks import (
     _NDJSON_KEY_SAMPLE,
     TRACE_EXTENSIONS,
     _as_float,
@@ -238,7 +238,7 @@ def _format_of(path: Path) -> str:
 
 
 def _read_ndjson(path: Path) -> pl.DataFrame:
-    """NDJSON in the attempt schema, ignoring a crash-torn final line (as sim.trace does)."""
+    """NDJSON in the attempt schema, ignoring a crash-torn final line (as sim.traces.tasks does)."""
     source = str(path)
     try:
         data = path.read_bytes()
@@ -436,7 +436,7 @@ def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def tasks_from_attempts(attempts: pl.DataFrame, *, task_type: str | None = None) -> pl.DataFrame:
-    """The task trace (:mod:`sim.trace` schema) that a set of attempt records implies.
+    """The task trace (:mod:`sim.traces.tasks` schema) that a set of attempt records implies.
 
     One task per ``task_id``; its attempts in start order (ties: row order), the last
     one being the *final* attempt:

@@ -57,9 +57,9 @@ import polars as pl
 
 from router.recording import ATTEMPT_COLUMNS
 from sim.errors import TraceError
-from sim.trace import _as_float, _as_int, _first_true, _row_error
 from sim.traces._common import as_text, outcome_for_error, read_table, timestamps_ns
 from sim.traces.attempts import validate_attempts
+from sim.traces.tasks import _as_float, _as_int, _first_true, _row_error
 
 __all__ = ["LITELLM_COLUMNS", "import_litellm"]
 

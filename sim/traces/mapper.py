@@ -18,7 +18,7 @@ unmapped source columns are dropped. Then:
   numbered per (task, model) in start order when ``attempt`` is unmapped, and
   ``task_type`` (default null).
 
-The result is validated by :func:`sim.trace.validate_trace` or
+The result is validated by :func:`sim.traces.tasks.validate_trace` or
 :func:`sim.traces.attempts.validate_attempts` and sorted by time; a bad value is a
 one-line :class:`~sim.errors.TraceError` naming the file, the row and the *source*
 column. An unknown target, a target mapped twice, a missing source column or a bad
@@ -37,9 +37,9 @@ import polars as pl
 from router.errors import InputError
 from router.task import UNKNOWN
 from sim.errors import TraceError
-from sim.trace import TRACE_SCHEMA, _as_float, _first_true, _row_error, validate_trace
 from sim.traces._common import TIME_FORMATS, TimeFormat, read_table, time_example, timestamps_ns
 from sim.traces.attempts import ATTEMPT_SCHEMA, validate_attempts
+from sim.traces.tasks import TRACE_SCHEMA, _as_float, _first_true, _row_error, validate_trace
 
 __all__ = ["DURATION_UNITS", "import_table", "parse_pairs"]
 

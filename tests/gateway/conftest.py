@@ -3,7 +3,7 @@
 Every test talks to a real uvicorn server on 127.0.0.1 (a :class:`GatewayServer` in a
 thread) with the official ``openai`` / ``anthropic`` SDKs or raw httpx, in front of
 :class:`~router.testing_http.ScriptedServer` fault servers or a
-:class:`~sim.twin.TwinServer`.
+:class:`~sim.twin.server.TwinServer`.
 """
 
 from __future__ import annotations

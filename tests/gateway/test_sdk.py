@@ -21,8 +21,8 @@ from router.testing_http import (
     openai_stream,
     openai_tool_call,
 )
-from sim.scenario import parse_scenario
-from sim.twin import TwinServer, answer_text
+from sim.twin.server import TwinServer, answer_text
+from sim.world.scenario import parse_scenario
 from tests.gateway.helpers import OK, endpoint, make_config
 
 JSON_ANSWER = answer_text("ok", "json")

@@ -17,7 +17,7 @@ import pytest
 
 from optimize import PRESETS, Constraints, Objective
 from optimize.objective import MULTI_METRICS, answer_wait_s
-from sim.results import ERRORS, summarize
+from sim.engine.results import ERRORS, summarize
 
 MODELS = ["cheap", "dear"]
 NO_CANDIDATE = ERRORS.index("no_candidate")
@@ -154,7 +154,7 @@ def test_turning_successes_into_instant_failures_never_improves_a_summary(
 def test_a_run_with_successes_turned_into_instant_failures_is_no_better(
     copies: int, failed: int, spend_kept: bool
 ) -> None:
-    """Real summaries (sim.results.summarize) of a run's tasks taken ``copies`` times,
+    """Real summaries (sim.engine.results.summarize) of a run's tasks taken ``copies`` times,
     against the same with every success of ``failed`` copies failed instantly. The
     remaining successes are distributed exactly as before: the mean latency is equal;
     percentiles equal up to interpolation between fewer points."""

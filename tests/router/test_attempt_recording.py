@@ -303,8 +303,8 @@ def _key(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("_key")
 def test_live_router_attempts_recorded_beside_the_trace(tmp_path: Path) -> None:
     """The wiring the live router needs: record_result(task, result, router's t0)."""
-    from sim.trace import read_trace
     from sim.traces.attempts import read_attempts
+    from sim.traces.tasks import read_trace
 
     bad = Json({"error": {"message": "bad gateway"}}, status=502)
     ok = Json(openai_completion('{"ok": true}'))

@@ -397,7 +397,7 @@ def test_a_conversation_task_records_no_messages_unless_payloads_are_asked(
 def test_recorded_trace_with_extra_columns_reads_back_with_the_trace_reader(
     tmp_path: Path,
 ) -> None:
-    trace = pytest.importorskip("sim.trace")
+    trace = pytest.importorskip("sim.traces.tasks")
     path = tmp_path / "rec.ndjson"
     with TraceRecorder(path) as rec:
         _ok(rec, _task(1))  # provider_model/request_id null on the first line

@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 from router import config_from_dict
 from router.config import RouterConfig
 from sim.cli import app
-from sim.driver import Simulation
-from sim.results import ResultSink
-from sim.scenario import parse_scenario
-from sim.trace import ReplayColumns
+from sim.engine.driver import Simulation
+from sim.engine.results import ResultSink
+from sim.traces.tasks import ReplayColumns
+from sim.world.scenario import parse_scenario
 
 PERIOD, WARM, OUTAGE = 0.03, 0.6, 2.0
 

@@ -10,7 +10,6 @@ import pytest
 
 from router.recording import ATTEMPT_COLUMNS, AttemptRecorder
 from sim.errors import TraceError
-from sim.trace import read_trace
 from sim.traces import (
     ATTEMPT_SCHEMA,
     read_attempts,
@@ -18,6 +17,7 @@ from sim.traces import (
     validate_attempts,
     write_attempts,
 )
+from sim.traces.tasks import read_trace
 
 HEADER = "task_id,model,attempt,start_s,latency_s,outcome"
 

@@ -11,7 +11,7 @@ import pytest
 
 from router import config_from_dict, load_seed_config
 from sim import load_seed_scenario, load_traces, replay
-from sim.scenario import DifficultySpec
+from sim.world.scenario import DifficultySpec
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"
 SEEDS = range(10)

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from router.errors import InputError
-from sim.azure import AZURE_COLUMNS, import_azure
 from sim.errors import TraceError
-from sim.synth import DEFAULT_MIX
-from sim.trace import REQUIRED_COLUMNS, read_trace
+from sim.traces.azure import AZURE_COLUMNS, import_azure
+from sim.traces.synth import DEFAULT_MIX
+from sim.traces.tasks import REQUIRED_COLUMNS, read_trace
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "traces" / "azure_code_2023.parquet"

@@ -22,8 +22,11 @@ import yaml
 from scipy import stats
 
 from router import load_config
-from sim import calibrate as cal_mod
-from sim.calibrate import (
+from sim.traces.attempts import write_attempts
+from sim.traces.synth import TokenDist, synthesize
+from sim.traces.tasks import replay_columns
+from sim.world import calibration as cal_mod
+from sim.world.calibration import (
     Records,
     calibrate,
     find_episodes,
@@ -33,11 +36,8 @@ from sim.calibrate import (
     render_yaml,
     select_family,
 )
-from sim.scenario import load_scenario
-from sim.synth import TokenDist, synthesize
-from sim.trace import replay_columns
-from sim.traces.attempts import write_attempts
-from sim.validate import record_against_twin, results_to_attempts, simulate, validate
+from sim.world.scenario import load_scenario
+from sim.world.validation import record_against_twin, results_to_attempts, simulate, validate
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "calibration"
 TRUTH = DATA / "truth_scenario.yaml"

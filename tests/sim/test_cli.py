@@ -24,7 +24,20 @@ def sim(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]
     )
 
 
-COMMANDS = ["replay", "compare", "synth", "import-azure", "init", "serve"]
+COMMANDS = [
+    "replay",
+    "compare",
+    "synth",
+    "import-azure",
+    "import-litellm",
+    "import-llmperf",
+    "import-aider",
+    "import-csv",
+    "calibrate",
+    "validate",
+    "init",
+    "serve",
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -237,8 +250,8 @@ def test_replay_warns_when_prices_disagree(tmp_path: Path, small_trace: Path) ->
 
 def test_price_warning_lists_the_others() -> None:
     from router import load_seed_config
-    from sim.consistency import price_mismatches, price_warning
-    from sim.scenario import load_seed_scenario
+    from sim.world.consistency import price_mismatches, price_warning
+    from sim.world.scenario import load_seed_scenario
 
     cfg, scn = load_seed_config(), load_seed_scenario()
     assert price_mismatches(cfg, scn) == [] and price_warning(cfg, scn) is None
@@ -322,10 +335,10 @@ def _serve_and_call(*flags: str) -> tuple[str, str]:
 def test_serve_logs_one_line_per_request_unless_quiet() -> None:
     import inspect
 
-    from sim.twin import TwinServer
+    from sim.twin.server import TwinServer
 
     if "on_request" not in inspect.signature(TwinServer).parameters:
-        pytest.skip("TwinServer has no on_request hook yet (sim/twin.py)")
+        pytest.skip("TwinServer has no on_request hook yet (sim/twin/server.py)")
     _, errs = _serve_and_call()
     lines = errs.splitlines()
     assert len(lines) == 2, errs
@@ -363,7 +376,7 @@ def test_replay_as_one_stream_says_so_and_breaks_down_by_file(
 def test_compare_pairs_on_its_own_seed_stream_by_default(small_trace: Path) -> None:
     from router import load_seed_config
     from sim.cli import COMPARE_SEED_OFFSET
-    from sim.replay import compare, load_traces
+    from sim.engine.replays import compare, load_traces
 
     seed = str(ROOT / "router" / "data" / "seed_config.yaml")
     res = sim("compare", seed, seed, str(small_trace), "--json", "--replications", "2")

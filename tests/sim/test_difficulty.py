@@ -1,6 +1,6 @@
 """Correlated task difficulty in the world: marginals kept, failures shared, draws keyed.
 
-The model (see :mod:`sim.scenario`): task ``i`` has ``d_i = sigma z_i`` and is
+The model (see :mod:`sim.world.scenario`): task ``i`` has ``d_i = sigma z_i`` and is
 unsolvable iff ``v_i < u``; model ``m`` with ability ``a = sqrt(1 + sigma^2)
 Phi^-1(p / (1 - u))`` completes attempt ``k`` iff ``sqrt(rho) eta(i, m) + sqrt(1 - rho)
 eps(i, m, k) < a - d_i``. Each test checks one consequence against its closed form,
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from sim.scenario import DifficultySpec, Scenario, load_seed_scenario, parse_scenario
-from sim.world import BLOCK_SIZE, World
+from sim.world.providers import BLOCK_SIZE, World
+from sim.world.scenario import DifficultySpec, Scenario, load_seed_scenario, parse_scenario
 
 N = stats.norm
 

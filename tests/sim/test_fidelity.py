@@ -10,8 +10,14 @@ from __future__ import annotations
 import pytest
 
 from router import load_seed_config
-from sim.fidelity import FIDELITY_KEYS, FidelityReport, fidelity_trace, run_fidelity, twin_config
-from sim.scenario import load_seed_scenario
+from sim.twin.fidelity import (
+    FIDELITY_KEYS,
+    FidelityReport,
+    fidelity_trace,
+    run_fidelity,
+    twin_config,
+)
+from sim.world.scenario import load_seed_scenario
 
 
 @pytest.fixture(scope="module")

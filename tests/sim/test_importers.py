@@ -18,11 +18,8 @@ import yaml
 from typer.testing import CliRunner
 
 from router.config import load_config
-from sim.azure import import_azure
 from sim.cli import app
 from sim.errors import TraceError
-from sim.scenario import load_scenario
-from sim.trace import read_trace
 from sim.traces import (
     import_aider,
     import_litellm,
@@ -30,6 +27,9 @@ from sim.traces import (
     import_table,
     read_attempts,
 )
+from sim.traces.azure import import_azure
+from sim.traces.tasks import read_trace
+from sim.world.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"

@@ -9,7 +9,7 @@ import pytest
 
 from router import RouterConfig, config_from_dict, load_seed_config
 from sim import ReplayColumns, load_seed_scenario, replay, replay_columns, synthesize
-from sim.replay import merge_streams
+from sim.engine.replays import merge_streams
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sim.outdir import MARKER, OutputDirError, check_out_dir, output_dir, umask
+from sim.engine.outdir import MARKER, OutputDirError, check_out_dir, output_dir, umask
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,12 +18,12 @@ import polars as pl
 import pytest
 
 from router import InputError, RouterConfig, config_from_dict, load_seed_config
+from sim.engine.replays import compare, replay, run_trace, trace_key
+from sim.engine.results import SCALAR_KEYS
 from sim.errors import ScenarioError
-from sim.replay import compare, replay, run_trace, trace_key
-from sim.results import SCALAR_KEYS
-from sim.scenario import Scenario, load_seed_scenario, parse_scenario
-from sim.synth import synthesize
-from sim.trace import ReplayColumns, read_trace, replay_columns, write_trace
+from sim.traces.synth import synthesize
+from sim.traces.tasks import ReplayColumns, read_trace, replay_columns, write_trace
+from sim.world.scenario import Scenario, load_seed_scenario, parse_scenario
 
 TRACES = Path(__file__).resolve().parents[2] / "traces"
 AZURE = TRACES / "azure_code_2023.parquet"
@@ -75,7 +75,7 @@ def test_common_random_numbers_sharpen_paired_differences() -> None:
     Over 12 seeds, the paired difference B - A of completion_rate and cost_per_task
     varies at least 3x less when A and B meet the same world (same seed: CRN) than when
     they meet independent worlds (A on seed s, B on seed s + 1000). This is what makes
-    :func:`sim.replay.compare` and the optimizer's trials sharp: the world's draws are
+    :func:`sim.engine.replays.compare` and the optimizer's trials sharp: the world's draws are
     keyed by what they are about, so a policy change only changes the tasks it touches.
     """
     traces = _slice(3_000)

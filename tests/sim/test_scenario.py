@@ -17,7 +17,8 @@ import yaml
 from scipy import stats
 
 from router.task import TASK_TYPES
-from sim.distributions import (
+from sim.errors import ScenarioError
+from sim.world.distributions import (
     DIST_TAGS,
     Empirical,
     Exponential,
@@ -26,8 +27,7 @@ from sim.distributions import (
     Lognormal,
     Weibull,
 )
-from sim.errors import ScenarioError
-from sim.scenario import (
+from sim.world.scenario import (
     Scenario,
     load_scenario,
     load_seed_scenario,

@@ -18,7 +18,7 @@ import pytest
 
 from router.errors import InputError
 from router.task import TASK_TYPES
-from sim.synth import (
+from sim.traces.synth import (
     AZURE_CODE_COMPLETION_TOKENS,
     AZURE_CODE_PROMPT_TOKENS,
     DEFAULT_MIX,
@@ -28,7 +28,7 @@ from sim.synth import (
     synthesize,
     validate_mix,
 )
-from sim.trace import REQUIRED_COLUMNS, read_trace, validate_trace, write_trace
+from sim.traces.tasks import REQUIRED_COLUMNS, read_trace, validate_trace, write_trace
 
 Z = 4.5
 DAY = 86_400.0

@@ -32,10 +32,10 @@ import pytest
 from scipy import integrate, stats
 
 from router import RouterConfig, config_from_dict
-from sim.replay import run_trace, trace_key
-from sim.scenario import Scenario, load_seed_scenario, parse_scenario
-from sim.synth import synthesize
-from sim.trace import ReplayColumns, replay_columns
+from sim.engine.replays import run_trace, trace_key
+from sim.traces.synth import synthesize
+from sim.traces.tasks import ReplayColumns, replay_columns
+from sim.world.scenario import Scenario, load_seed_scenario, parse_scenario
 
 # Breaker settings that can never trip within these runs (< 10**6 calls per model): the
 # theory is about the providers, and a breaker skipping a model would change the chain.
@@ -92,7 +92,7 @@ def _chain_config(
 
 
 def _poisson_trace(n: int, rate_per_s: float, seed: int) -> ReplayColumns:
-    """``n`` Poisson arrivals at ``rate_per_s`` (sim.synth), one task type."""
+    """``n`` Poisson arrivals at ``rate_per_s`` (sim.traces.synth), one task type."""
     return replay_columns(
         synthesize(n_tasks=n, rate_per_s=rate_per_s, mix={"json": 1.0}, seed=seed)
     )

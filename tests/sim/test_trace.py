@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from router.errors import InputError
 from sim.errors import TraceError
-from sim.trace import (
+from sim.traces.tasks import (
     OPTIONAL_COLUMNS,
     RECORDED_COLUMNS,
     REQUIRED_COLUMNS,

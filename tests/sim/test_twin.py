@@ -27,8 +27,8 @@ from router.providers.openai import OpenAIProvider
 from router.task import TASK_TYPES
 from router.validation import validate
 from sim.cli import app
-from sim.scenario import Scenario, load_seed_scenario, parse_scenario
-from sim.twin import TwinServer, answer_text, twin_tag
+from sim.twin.server import TwinServer, answer_text, twin_tag
+from sim.world.scenario import Scenario, load_seed_scenario, parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -19,13 +19,19 @@ import pytest
 import yaml
 
 from router import config_from_dict, load_config
-from sim.calibrate import Records
-from sim.scenario import load_scenario, parse_scenario
-from sim.synth import TokenDist, synthesize
-from sim.trace import replay_columns
 from sim.traces.attempts import write_attempts
-from sim.validate import MIX_KINDS, _metric_values, _task_arrays, results_to_attempts, simulate
-from sim.validate import validate as run_validate
+from sim.traces.synth import TokenDist, synthesize
+from sim.traces.tasks import replay_columns
+from sim.world.calibration import Records
+from sim.world.scenario import load_scenario, parse_scenario
+from sim.world.validation import (
+    MIX_KINDS,
+    _metric_values,
+    _task_arrays,
+    results_to_attempts,
+    simulate,
+)
+from sim.world.validation import validate as run_validate
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "calibration"
 TRUTH = DATA / "truth_scenario.yaml"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sim.scenario import Scenario, load_seed_scenario, parse_scenario
-from sim.world import BLOCK_SIZE, World
+from sim.world.providers import BLOCK_SIZE, World
+from sim.world.scenario import Scenario, load_seed_scenario, parse_scenario
 
 TYPES = ("regex", "sql", "json", "bug_patch", "error_handling")
 
@@ -351,7 +351,7 @@ def test_an_independent_unkeyed_world_reproduces_the_recorded_draws() -> None:
     import hashlib
     import json
 
-    from sim.scenario import DifficultySpec
+    from sim.world.scenario import DifficultySpec
 
     seed_off = load_seed_scenario().model_copy(update={"difficulty": DifficultySpec()})
     assert seed_off.difficulty.is_independent()

@@ -4,15 +4,15 @@
 
 * **live**: :class:`router.live.Router` routes every task concurrently (one coroutine
   per task, started at its arrival time x ``time_scale``) over real HTTP to a
-  :class:`~sim.twin.TwinServer` serving the scenario at ``time_scale``. The config is
+  :class:`~sim.twin.server.TwinServer` serving the scenario at ``time_scale``. The config is
   the given one with every duration multiplied by ``time_scale`` (:func:`twin_config`)
   and every model's endpoint pointed at the twin;
-* **sim**: :func:`sim.replay.replay` of the same trace, unscaled.
+* **sim**: :func:`sim.engine.replays.replay` of the same trace, unscaled.
 
-Both summaries come from :func:`sim.results.summarize` (live latencies divided by
+Both summaries come from :func:`sim.engine.results.summarize` (live latencies divided by
 ``time_scale`` first), so every metric has one definition. Each task carries its
-trace position in a :func:`~sim.twin.twin_tag` and the twin is given the trace's
-:func:`~sim.replay.trace_key`, so the twin draws what the simulator draws for it
+trace position in a :func:`~sim.twin.server.twin_tag` and the twin is given the trace's
+:func:`~sim.engine.replays.trace_key`, so the twin draws what the simulator draws for it
 (common random numbers); what still differs is what the comparison is
 for: real sockets, real timeouts, the asyncio scheduler, and the policy seeing
 outcomes in a different interleaving (its backoff and breaker jitter draws then
@@ -34,12 +34,12 @@ import polars as pl
 
 from router import RouterConfig, Task, TaskResult, config_from_dict
 from router.validation import validate
-from sim.replay import replay, trace_key
-from sim.results import ResultSink, summarize
-from sim.scenario import Scenario
-from sim.synth import synthesize
-from sim.trace import ReplayColumns, replay_columns
-from sim.twin import TwinServer, answer_text, twin_tag
+from sim.engine.replays import replay, trace_key
+from sim.engine.results import ResultSink, summarize
+from sim.traces.synth import synthesize
+from sim.traces.tasks import ReplayColumns, replay_columns
+from sim.twin.server import TwinServer, answer_text, twin_tag
+from sim.world.scenario import Scenario
 
 __all__ = [
     "FIDELITY_KEYS",
@@ -129,7 +129,7 @@ def fidelity_tasks(cols: ReplayColumns) -> list[Task]:
 def summarize_live(
     results: Sequence[TaskResult], model_ids: Sequence[str], time_scale: float
 ) -> dict[str, Any]:
-    """:func:`sim.results.summarize` of live results, latencies back in scenario seconds."""
+    """:func:`sim.engine.results.summarize` of live results, latencies back in scenario seconds."""
     sink = ResultSink(list(model_ids))
     index = {m: i for i, m in enumerate(model_ids)}
     calls = [0] * len(model_ids)

@@ -14,7 +14,7 @@ same contract:
 * ``sample_residual(rng, size)``: draws from the *equilibrium residual* (forward
   recurrence time) of a renewal process with this inter-event distribution, i.e. the
   time left in the period that covers a random instant. A renewal timeline started
-  with it is stationary from t = 0 (see :mod:`sim.world`).
+  with it is stationary from t = 0 (see :mod:`sim.world.providers`).
 
 All values are seconds and non-negative. Parameters are validated on construction;
 errors raise pydantic ``ValidationError`` whose messages name the bad value (the

@@ -2,13 +2,13 @@
 
 :func:`calibrate` reads what the router (or another tool) recorded -- attempt records
 (:mod:`sim.traces.attempts`), and task records where they help -- and fits every figure
-of a :class:`~sim.scenario.Scenario`. :func:`render_yaml` writes the fit as YAML with a
+of a :class:`~sim.world.scenario.Scenario`. :func:`render_yaml` writes the fit as YAML with a
 comment beside each fitted number (how many observations it rests on, a 95% CI and,
 for a distribution, its goodness of fit), and :func:`write_calibration` writes that
 file after loading it back with the scenario loader. The methods, in brief:
 
 Completion (per model and task type), difficulty, unsolvable share, retry correlation
-    The scenario's world (:mod:`sim.world`): task ``i`` has a latent difficulty
+    The scenario's world (:mod:`sim.world.providers`): task ``i`` has a latent difficulty
     ``d = sigma z`` (``z ~ N(0, 1)``), is unsolvable with probability ``u``; attempt
     ``k`` of model ``m`` succeeds iff ``sqrt(rho) eta_im + sqrt(1 - rho) eps_imk <
     a_mt - d``. A router falls back only after failures, so the tasks a second model
@@ -96,7 +96,7 @@ from sim.errors import TraceError
 
 if TYPE_CHECKING:
     from router import RouterConfig
-    from sim.scenario import Scenario
+    from sim.world.scenario import Scenario
 
 __all__ = [
     "ANSWERED",
@@ -210,7 +210,7 @@ def _median_ci(x: np.ndarray) -> tuple[float, float]:
 @dataclass
 class Records:
     """What :func:`calibrate` reads: attempt records (the :mod:`sim.traces.attempts`
-    schema, sorted by start) and, when given, task records (the :mod:`sim.trace`
+    schema, sorted by start) and, when given, task records (the :mod:`sim.traces.tasks`
     schema: arrivals, sizes and the tasks that never reached a model)."""
 
     attempts: pl.DataFrame
@@ -262,7 +262,7 @@ class Records:
 
 def _file_kind(path: Path) -> str:
     """``"attempts"`` or ``"tasks"``, from the columns the file has (read cheaply)."""
-    from sim.trace import TRACE_EXTENSIONS
+    from sim.traces.tasks import TRACE_EXTENSIONS
 
     fmt = TRACE_EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
@@ -321,8 +321,8 @@ def load_records(
     made against ``sim serve --time-scale X``) divides every time and duration.
     Raises :class:`TraceError` (one line, naming the file) for anything unreadable.
     """
-    from sim.trace import read_trace
     from sim.traces.attempts import discover_attempt_files, read_attempts
+    from sim.traces.tasks import read_trace
 
     if not (isinstance(time_scale, int | float) and math.isfinite(time_scale) and time_scale > 0):
         raise InputError(f"time_scale: expected a positive number, got {time_scale!r}")
@@ -1758,7 +1758,7 @@ def _dist_mapping(family: str, th: np.ndarray) -> dict[str, Any]:
 
 
 def _mean_of(mapping: dict[str, Any]) -> float:
-    from sim.distributions import Exponential, Gamma, Lognormal, Weibull
+    from sim.world.distributions import Exponential, Gamma, Lognormal, Weibull
 
     cls = {"lognormal": Lognormal, "gamma": Gamma, "weibull": Weibull, "exponential": Exponential}
     return float(cls[mapping["dist"]].model_validate(mapping).mean())
@@ -1817,7 +1817,7 @@ def fit_outages(
 ) -> OutageFit:
     """Detect and fit the outage process of the calls of ``models`` (one provider);
     episodes overlapping an ``exclude`` window (a client stall) are not outages."""
-    from sim.scenario import load_seed_scenario
+    from sim.world.scenario import load_seed_scenario
 
     calls = calls.sort("start_s")
     starts = calls.get_column("start_s").to_numpy()
@@ -2187,7 +2187,7 @@ def calibrate(
     loaded back by the scenario loader. Raises :class:`InputError` (one line) when the
     records cannot be calibrated from (e.g. no call was ever answered).
     """
-    from sim.scenario import parse_scenario
+    from sim.world.scenario import parse_scenario
 
     att = _with_sizes(records)
     if att.height == 0:
@@ -2492,8 +2492,9 @@ def render_yaml(cal: Calibration) -> str:
     w("# Every fitted number carries a comment: n = the observations it rests on, a 95% CI,")
     w("# and for a distribution its goodness of fit (KS distance from the Kaplan-Meier CDF")
     w("# with its nominal p-value, which is conservative for fitted parameters; AD =")
-    w("# Anderson-Darling). Methods: sim/calibrate.py. A number marked NOT IDENTIFIABLE, or")
-    w("# taken from the seed scenario or the config, was not fitted from these records.")
+    w("# Anderson-Darling). Methods: sim/world/calibration.py. A number marked NOT")
+    w("# IDENTIFIABLE, or taken from the seed scenario or the config, was not fitted from")
+    w("# these records.")
     for note in cal.notes:
         w(f"# note: {note}")
     w(f"name: {cal.name}")
@@ -2662,11 +2663,11 @@ def write_calibration(
     html: bool = False,
 ) -> Path:
     """Write the scenario YAML to ``out`` atomically, after loading it back with the
-    scenario loader (:func:`sim.scenario.load_scenario`); with ``report``, the
-    Markdown report and its figures to that directory (:mod:`sim.calibrate_report`),
+    scenario loader (:func:`sim.world.scenario.load_scenario`); with ``report``, the
+    Markdown report and its figures to that directory (:mod:`sim.world.calibration_report`),
     replaced atomically. Nothing is left half-written: on any failure neither output
     is changed."""
-    from sim.scenario import load_scenario
+    from sim.world.scenario import load_scenario
 
     out = Path(out)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".yaml", dir=out.parent)
@@ -2676,7 +2677,7 @@ def write_calibration(
             fh.write(cal.yaml_text)
         load_scenario(tmp)  # the contract: what we write loads
         if report is not None:
-            from sim.calibrate_report import write_report
+            from sim.world.calibration_report import write_report
 
             write_report(cal, report, html=html)
         os.chmod(tmp, out.stat().st_mode & 0o7777 if out.exists() else 0o644)

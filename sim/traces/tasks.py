@@ -1,8 +1,8 @@
 """The task-trace schema and its I/O.
 
 A *trace* is one table (a :class:`polars.DataFrame`) with one row per task, the
-same for synthetic traces (:mod:`sim.synth`), traces recorded by the live router
-and imported public traces (:mod:`sim.azure`):
+same for synthetic traces (:mod:`sim.traces.synth`), traces recorded by the live router
+and imported public traces (:mod:`sim.traces.azure`):
 
 ===================== ======== ========= ==============================================
 column                dtype    required  meaning
@@ -111,7 +111,7 @@ _MAX_SHOWN = 80
 
 # --------------------------------------------------------------------------- #
 # Column conversion: each returns the converted series and a mask of bad rows. #
-# They are shared with the importers (sim.azure), hence the common shape.      #
+# They are shared with the importers (sim.traces.azure), hence the common shape.      #
 # --------------------------------------------------------------------------- #
 
 
@@ -628,7 +628,7 @@ def replay_columns(df: pl.DataFrame) -> ReplayColumns:
 
     The canonical order is by ``arrival_s``, tasks arriving at the same instant by
     ``task_id``: a task's index in it (which keys the world's draws, see
-    :mod:`sim.world`) depends on the trace's content only, so shuffling a file's rows
+    :mod:`sim.world.providers`) depends on the trace's content only, so shuffling a file's rows
     replays identically (:func:`read_trace` sorts by arrival; ties are settled here).
 
     Raises :class:`TraceError` if a required column is missing or the rows are not

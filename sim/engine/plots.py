@@ -28,7 +28,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
 
 
 def write_figures(report, config: RouterConfig, out: Path) -> list[Path]:  # noqa: ANN001
-    """Write the four figures of a :class:`~sim.replay.ReplayReport` into ``out``."""
+    """Write the four figures of a :class:`~sim.engine.replays.ReplayReport` into ``out``."""
     runs = [r for r in report.runs if r.replication == 0]
     paths = [
         _latency_cdf(runs, out / "latency_cdf.png"),

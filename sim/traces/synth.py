@@ -1,6 +1,6 @@
 """Synthetic task traces: arrival processes, a task-type mix and token sizes.
 
-:func:`synthesize` returns a frame in the trace schema (:mod:`sim.trace`) with
+:func:`synthesize` returns a frame in the trace schema (:mod:`sim.traces.tasks`) with
 the required columns only. Three arrival processes, each parameterised so that
 ``rate_per_s`` is the long-run mean rate:
 

@@ -1,6 +1,6 @@
 """One replication's randomness: outage timelines and per-attempt draws.
 
-A :class:`World` is what :meth:`sim.scenario.Scenario.realize` returns for one
+A :class:`World` is what :meth:`sim.world.scenario.Scenario.realize` returns for one
 replication seed and one trace. It owns *no clock* and makes *no policy decision*: the
 SimPy driver asks it what the environment does, and the router's policy decides what
 to try.
@@ -9,7 +9,7 @@ Common random numbers
 ---------------------
 Two router configs run with the same seed on the same trace must meet the same world,
 so every draw is keyed by *what it is about*, never by the order in which it was asked
-for. ``tk`` below is the world's ``trace_key`` (:func:`sim.replay.trace_key`: a CRC-32
+for. ``tk`` below is the world's ``trace_key`` (:func:`sim.engine.replays.trace_key`: a CRC-32
 of the trace's content), appended as the last word of every seed sequence of a per-task
 draw, so two different traces never share draws; a world without a trace key
 (``trace_key=None``) leaves it out, which is the layout of worlds before traces were
@@ -41,10 +41,10 @@ keyed (and what a twin server without a trace uses).
 
 So neither the set nor the order of ``model_ids`` nor the calls made so far change
 any draw. A model's index is only its position in ``model_ids``; a task's index is its
-position in the trace's canonical order (:func:`sim.trace.replay_columns`: by arrival,
+position in the trace's canonical order (:func:`sim.traces.tasks.replay_columns`: by arrival,
 ties by task id), so shuffling a trace's rows changes nothing.
 
-Outcome of an answered attempt (see :mod:`sim.scenario` for the model): with
+Outcome of an answered attempt (see :mod:`sim.world.scenario` for the model): with
 ``u_out`` the attempt's outcome uniform, ``q`` the probability that this model solves
 this task given its difficulty (and its persistent noise), the answer is "ok" iff
 ``u_out < q``, else "malformed" iff ``(u_out - q) / (1 - q) < m / (1 - p)``, else
@@ -54,7 +54,7 @@ comparisons, so such a world reproduces the independent one bit for bit.
 
 Outage timelines are stationary from t = 0: the process starts *down* with
 probability E[D] / (E[U] + E[D]) and the first period is drawn from the equilibrium
-residual of its law (:meth:`sim.distributions._Dist.sample_residual`), so a short
+residual of its law (:meth:`sim.world.distributions._Dist.sample_residual`), so a short
 replay is as likely to open inside an outage as any other instant is. They are drawn
 up to ``horizon_s`` at construction and extended lazily (identically: the cycles come
 in fixed chunks of one stream) if the driver asks about later times.
@@ -84,8 +84,8 @@ from router.task import TASK_TYPES
 from sim.errors import ScenarioError
 
 if TYPE_CHECKING:
-    from sim.distributions import _Dist
-    from sim.scenario import DifficultySpec, ModelSpec, OutageSpec, Scenario
+    from sim.world.distributions import _Dist
+    from sim.world.scenario import DifficultySpec, ModelSpec, OutageSpec, Scenario
 
 __all__ = [
     "BLOCK_SIZE",
@@ -267,7 +267,7 @@ class _ModelRuntime:
     def __init__(
         self, model_id: str, spec: ModelSpec, seed: int, difficulty: DifficultySpec
     ) -> None:
-        from sim.scenario import TokenLatency
+        from sim.world.scenario import TokenLatency
 
         self.model_id = model_id
         self.spec = spec
@@ -338,7 +338,7 @@ class _ModelRuntime:
 class World:
     """The randomness of one replication (see the module docstring for the contract).
 
-    Build it with :meth:`sim.scenario.Scenario.realize`. ``model_index`` arguments are
+    Build it with :meth:`sim.world.scenario.Scenario.realize`. ``model_index`` arguments are
     positions in :attr:`model_ids`. Cheap to construct (outage timelines only); the
     attempt draws are generated lazily per block and cached, at most
     ``max_cached_blocks`` blocks per kind at a time (attempt blocks: 96 KiB each,
@@ -446,7 +446,7 @@ class World:
         return self._rt[model_index].spec.context_window
 
     def cost(self, model_index: int, prompt_tokens: int, completion_tokens: int) -> float:
-        """USD of one answered call of this size (:meth:`sim.scenario.ModelSpec.cost`)."""
+        """USD of one answered call of this size (:meth:`sim.world.scenario.ModelSpec.cost`)."""
         return self._rt[model_index].spec.cost(prompt_tokens, completion_tokens)
 
     def completion_probability(self, model_index: int, task_type: str) -> float:

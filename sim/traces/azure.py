@@ -3,14 +3,14 @@
 The public CSVs (``AzureLLMInferenceTrace_code.csv``, ``..._conv.csv``) have one
 request per row: ``TIMESTAMP,ContextTokens,GeneratedTokens``, timestamps like
 ``2023-11-16 18:17:03.9799600``. :func:`import_azure` turns one into a frame in
-the trace schema (:mod:`sim.trace`):
+the trace schema (:mod:`sim.traces.tasks`):
 
 - ``task_id``: ``azure-`` + the 1-based data row, zero-padded to 6 digits;
 - ``arrival_s``: seconds since the earliest timestamp (the first row's in the
   published files, which are in time order);
 - ``prompt_tokens`` / ``completion_tokens``: ContextTokens / GeneratedTokens;
 - ``task_type``: drawn from a seeded mix, because the real trace has no types
-  (default :data:`sim.synth.DEFAULT_MIX`, an assumption).
+  (default :data:`sim.traces.synth.DEFAULT_MIX`, an assumption).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import polars as pl
 
 from router.errors import InputError
 from sim.errors import TraceError
-from sim.synth import DEFAULT_MIX, draw_task_types, rng_streams, validate_mix
-from sim.trace import _as_int, _first_line, _first_true, _row_error, validate_trace
+from sim.traces.synth import DEFAULT_MIX, draw_task_types, rng_streams, validate_mix
+from sim.traces.tasks import _as_int, _first_line, _first_true, _row_error, validate_trace
 
 __all__ = ["AZURE_COLUMNS", "AZURE_TIMESTAMP_FORMAT", "import_azure"]
 
@@ -46,7 +46,7 @@ def import_azure(
     """The Azure trace CSV at ``csv_path`` as a trace frame sorted by arrival (stable).
 
     ``limit`` keeps the first ``limit`` data rows. Task types are drawn from
-    ``mix`` (default :data:`~sim.synth.DEFAULT_MIX`) with generators from ``seed``:
+    ``mix`` (default :data:`~sim.traces.synth.DEFAULT_MIX`) with generators from ``seed``:
     the same seed gives the same frame. Raises :class:`TraceError` naming the
     file, row and column for a missing, empty or unreadable file, a missing
     column, a timestamp that does not parse or a token count that is not a

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 
 from router import RouterConfig
-from sim.scenario import Scenario
+from sim.world.scenario import Scenario
 
 __all__ = ["PRICE_FIELDS", "missing_models", "price_mismatches", "price_warning"]
 

@@ -10,11 +10,11 @@ router can be tested against realistic faults without a provider account::
 
 ``sim serve --scenario S --port P --time-scale X`` runs the same server from the shell.
 
-Fault semantics (the simulator's, see :mod:`sim.driver`)
+Fault semantics (the simulator's, see :mod:`sim.engine.driver`)
 --------------------------------------------------------
 The request's ``model`` names the scenario model (unknown: 404, OpenAI-style error).
-Each chat completion then goes through the steps of :meth:`sim.driver.Simulation._call`,
-in the same order, against the same :class:`~sim.world.World` (the scenario realised
+Each chat completion then goes through the steps of :meth:`sim.engine.driver.Simulation._call`,
+in the same order, against the same :class:`~sim.world.providers.World` (the scenario realised
 for ``seed``):
 
 1. *Rate limit*: more than ``rate_limit_rpm`` requests to the model in one scenario
@@ -27,7 +27,7 @@ for ``seed``):
 3. *Capacity*: at most ``capacity`` requests are served at once per model; later ones
    wait in FIFO order. A client that hangs up while waiting, or while being served,
    frees its place at once (as the simulator's timeout does).
-4. *The answer*: :meth:`World.attempt(m, task, attempt, ...) <sim.world.World.attempt>`
+4. *The answer*: :meth:`World.attempt(m, task, attempt, ...) <sim.world.providers.World.attempt>`
    gives the kind and the service time. ``server_error`` is a 500 after
    ``fail_fast_latency_s``; ``context_length`` (a prompt longer than the model's
    ``context_window``) is a 400 with code ``context_length_exceeded`` after
@@ -63,8 +63,8 @@ A request is identified by ``(task index, attempt)``: the ``X-Task-Index`` and
 messages), in which case the attempt is the number of requests for that
 ``(model, task)`` so far (what the router's policy counts too). Without either, each
 request is a new task index from a per-model counter, attempt 1. So the same task
-meets the same answer, kind and service time in :func:`sim.replay.replay` (which keys
-task ``i`` of a trace by its position and the trace by :func:`sim.replay.trace_key`)
+meets the same answer, kind and service time in :func:`sim.engine.replays.replay` (which keys
+task ``i`` of a trace by its position and the trace by :func:`sim.engine.replays.trace_key`)
 and through a twin given that trace's key (``trace_key=``), for the same seed. A twin
 without a trace key draws the world keyed by the seed alone. The
 task type comes from ``X-Task-Type`` or the tag's ``type=``, else
@@ -90,7 +90,7 @@ import math
 import os
 import re
 import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,9 +108,9 @@ from router.testing_http import (
     openai_error,
     read_request,
 )
-from sim.driver import RATE_LIMIT_LATENCY_S
-from sim.scenario import Scenario, load_scenario
-from sim.world import World
+from sim.world.providers import World
+from sim.world.scenario import Scenario, load_scenario
+from sim.world.site import RATE_LIMIT_LATENCY_S, ProviderSite
 
 __all__ = ["TwinServer", "TwinRequest", "answer_text", "twin_tag"]
 
@@ -283,28 +283,17 @@ class TwinRequest:
 
 
 # --------------------------------------------------------------------------- server
-class _Site:
-    """The serving side of one model: slots, FIFO queue, the rate-limit window."""
+def _waiting(waiter: asyncio.Future[None]) -> bool:
+    # A waiter that gave up has cancelled its future.
+    return not waiter.done()
 
-    __slots__ = ("capacity", "in_use", "queue", "rpm", "window", "window_count")
 
-    def __init__(self, capacity: int | None, rpm: float | None) -> None:
-        self.capacity = capacity if capacity else 1 << 30
-        self.in_use = 0
-        self.queue: deque[asyncio.Future[None]] = deque()
-        self.rpm = rpm if rpm else math.inf
-        self.window = -1
-        self.window_count = 0
-
-    def release(self) -> None:
-        # Hand the slot to the first waiter still waiting (in_use stays), as the
-        # simulator does; a waiter that gave up has cancelled its future.
-        while self.queue:
-            waiter = self.queue.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-        self.in_use -= 1
+def _release(site: ProviderSite[asyncio.Future[None]]) -> None:
+    """Give back a slot, handing it to the first waiter still waiting (as the
+    simulator does)."""
+    waiter = site.release(_waiting)
+    if waiter is not None:
+        waiter.set_result(None)
 
 
 class _Gone(Exception):
@@ -330,8 +319,8 @@ RequestHook = Callable[[str, str, str | None, int | None, float], None]
 class TwinServer(LoopbackServer):
     """An OpenAI-compatible server whose models behave like ``scenario``'s.
 
-    ``scenario`` is a :class:`~sim.scenario.Scenario` or a path to one; ``seed`` picks
-    the replication (:meth:`Scenario.realize <sim.scenario.Scenario.realize>`);
+    ``scenario`` is a :class:`~sim.world.scenario.Scenario` or a path to one; ``seed`` picks
+    the replication (:meth:`Scenario.realize <sim.world.scenario.Scenario.realize>`);
     ``time_scale`` multiplies every duration on the wall clock (0.01: 100 times
     faster). ``port=0`` lets the OS pick a free port. Use it as ``with`` (own event
     loop in a daemon thread), ``async with`` (the running loop), or call
@@ -340,7 +329,7 @@ class TwinServer(LoopbackServer):
     outcome (``ok``, ``wrong``, ``malformed``, ``server_error``, ``context_length``,
     ``rate_limited``, ``outage_fail_fast``, ``outage_hang``, ``client_gone``,
     ``not_found``, ``bad_request``). ``trace_key`` keys the world's per-task draws to
-    a trace (:func:`sim.replay.trace_key` of the trace a client replays through the
+    a trace (:func:`sim.engine.replays.trace_key` of the trace a client replays through the
     twin; None: the world keyed by the seed alone).
 
     Raises :class:`~sim.errors.ScenarioError` for an unreadable scenario or a bad
@@ -378,7 +367,7 @@ class TwinServer(LoopbackServer):
         self.world: World = scenario.realize(seed, _HORIZON_S, trace_key=trace_key)
         self.model_ids = self.world.model_ids
         self.served: Counter[str] = Counter()
-        self._sites: list[_Site] = []
+        self._sites: list[ProviderSite[asyncio.Future[None]]] = []
         self._counters: OrderedDict[tuple[int, int], int] = OrderedDict()
         self._next_task: list[itertools.count[int]] = []
         self._t0 = 0.0
@@ -400,9 +389,7 @@ class TwinServer(LoopbackServer):
 
     def _clear(self) -> None:
         w = self.world
-        self._sites = [
-            _Site(w.capacity(i), w.rate_limit_rpm(i)) for i in range(len(self.model_ids))
-        ]
+        self._sites = [ProviderSite(w, i) for i in range(len(self.model_ids))]
         self._counters.clear()
         self._next_task = [itertools.count() for _ in self.model_ids]
         self.served.clear()
@@ -603,15 +590,13 @@ class TwinServer(LoopbackServer):
         # Every request counts as an attempt, 429s and outages included: the simulator
         # draws World.attempt with the policy's attempt number, which counts them too.
         task_index, attempt = self._identity(m, who)
-        # 1. rate limit: fixed one-minute windows of scenario time.
-        minute = int(start // 60.0)
-        if minute != site.window:
-            site.window = minute
-            site.window_count = 0
-        if site.window_count >= site.rpm:
+        # 1-2. rate limit and outage at arrival: the simulator's own steps
+        # (sim.world.site), in scenario time.
+        down = site.arrive(start)
+        if down == "rate_limited":
             self.served["rate_limited"] += 1
             await asyncio.sleep(received + RATE_LIMIT_LATENCY_S * scale - loop.time())
-            retry = world.retry_after_s(m) * scale
+            retry = site.retry_after_s * scale
             return await self._error(
                 conn,
                 request,
@@ -621,9 +606,6 @@ class TwinServer(LoopbackServer):
                 code="rate_limit_exceeded",
                 headers={"Retry-After": f"{retry:g}", "retry-after-ms": f"{retry * 1000:g}"},
             )
-        site.window_count += 1
-        # 2. outage at arrival.
-        down = world.outage(m, start)
         if down == "hang":
             self.served["outage_hang"] += 1
             if stream:
@@ -646,8 +628,7 @@ class TwinServer(LoopbackServer):
             # 3. capacity.
             begun = received if await self._acquire(site, watch) else loop.time()
             try:
-                kind, service = world.attempt(
-                    m,
+                kind, service = site.answer(
                     task_index,
                     attempt,
                     who.task_type,
@@ -661,7 +642,7 @@ class TwinServer(LoopbackServer):
                 # 4. the answer, after the service time.
                 await self._sleep_until(begun + service * scale, watch)
             finally:
-                site.release()
+                _release(site)
             self.served[kind] += 1
             if kind == "server_error":
                 return await self._error(
@@ -725,21 +706,22 @@ class TwinServer(LoopbackServer):
             return who.completion_tokens
         return max(1, math.ceil(len(text) / _CHARS_PER_TOKEN))
 
-    async def _acquire(self, site: _Site, watch: asyncio.Future[bytes]) -> bool:
+    async def _acquire(
+        self, site: ProviderSite[asyncio.Future[None]], watch: asyncio.Future[bytes]
+    ) -> bool:
         """Take a slot of ``site``, queueing FIFO; True if one was free at once.
 
         Raises :class:`_Gone` (holding no slot) if the client leaves while queued.
         """
-        if site.in_use < site.capacity:
-            site.in_use += 1
+        if site.acquire():
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        site.queue.append(waiter)
+        site.wait(waiter)
         await asyncio.wait({waiter, watch}, return_when=asyncio.FIRST_COMPLETED)
         if waiter.done():
             # Handed a slot (in_use already counts us); give it back if the client left.
             if watch.done():
-                site.release()
+                _release(site)
                 raise _Gone
             return False
         waiter.cancel()

@@ -7,7 +7,7 @@ Each task is a SimPy process that runs the same loop as the live driver::
     Call -> a simulated provider call; Wait -> env.timeout; Finish -> record
 
 The policy is :class:`router.RoutingPolicy`, unchanged. The provider side of a
-call follows the scenario's :class:`~sim.world.World` for this seed:
+call follows the scenario's :class:`~sim.world.providers.World` for this seed:
 
 1. *Rate limit*: more than ``rate_limit_rpm`` calls to a model in one clock
    minute (a fixed window, as most providers count) is answered at once with a
@@ -35,7 +35,7 @@ Cost: answered attempts (ok, validation, malformed) cost the scenario's price;
 failures with no answer (timeout, 429, 5xx, outage, context length) cost
 nothing, as providers do not bill them.
 
-Results stream into a :class:`~sim.results.ResultSink`, so a replay keeps
+Results stream into a :class:`~sim.engine.results.ResultSink`, so a replay keeps
 compact per-task arrays only (no per-event log).
 
 *Replicas* (``replicas=N``): the config runs as N router replicas, each with its own
@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
@@ -62,9 +61,10 @@ from router import Call, ErrorKind, Finish, Outcome, RouterConfig, RoutingPolicy
 from router.breaker import BreakerEvent, BreakerListener, CircuitBreaker
 from router.ledger import HoldEvent
 from router.policy import TaskRun
+from sim.engine.results import ResultSink
 from sim.errors import ScenarioError
-from sim.results import ResultSink
-from sim.trace import ReplayColumns
+from sim.traces.tasks import ReplayColumns
+from sim.world.site import RATE_LIMIT_LATENCY_S, ProviderSite
 
 _OK = ErrorKind.OK
 _VALIDATION = ErrorKind.VALIDATION
@@ -75,23 +75,9 @@ _SILENT = ErrorKind.FIRST_TOKEN_TIMEOUT
 _RATE = ErrorKind.RATE_LIMITED
 _CONTEXT = ErrorKind.CONTEXT_LENGTH
 
-#: Seconds a provider takes to turn a call away with a 429.
-RATE_LIMIT_LATENCY_S = 0.05
 
-
-class _ModelSite:
-    """The simulated serving side of one model: capacity slots, queue, rate window."""
-
-    __slots__ = ("capacity", "in_use", "queue", "rpm", "window", "window_count", "retry_after")
-
-    def __init__(self, capacity: int | None, rpm: float | None, retry_after: float) -> None:
-        self.capacity = capacity if capacity else 1 << 30
-        self.in_use = 0
-        self.queue: deque[simpy.Event] = deque()
-        self.rpm = rpm if rpm else float("inf")
-        self.window = -1
-        self.window_count = 0
-        self.retry_after = retry_after
+def _untriggered(slot: simpy.Event) -> bool:
+    return not slot.triggered
 
 
 #: How tasks are spread over replicas.
@@ -212,7 +198,7 @@ class Simulation:
     def __init__(
         self,
         config: RouterConfig,
-        world,  # noqa: ANN001 - sim.world.World
+        world,  # noqa: ANN001 - sim.world.providers.World
         *,
         seed: int,
         sink: ResultSink,
@@ -247,9 +233,8 @@ class Simulation:
             raise ScenarioError(
                 f"world models do not match the config's models ({list(world.model_ids)} vs {ids})"
             )
-        self.sites = [
-            _ModelSite(world.capacity(i), world.rate_limit_rpm(i), world.retry_after_s(i))
-            for i in range(len(ids))
+        self.sites: list[ProviderSite[simpy.Event]] = [
+            ProviderSite(world, i) for i in range(len(ids))
         ]
         self.sink = sink
         self.progress = progress
@@ -320,22 +305,15 @@ class Simulation:
         start = env.now
         self.calls[m] += 1
         timeout = action.timeout_s
-        # 1. rate limit (fixed one-minute window)
-        minute = int(start // 60.0)
-        if minute != site.window:
-            site.window = minute
-            site.window_count = 0
-        if site.window_count >= site.rpm:
+        # 1-2. rate limit and outage at arrival (sim.world.site, shared with the twin)
+        refusal = site.arrive(start)
+        if refusal is not None:
             self.failures[m] += 1
-            lat = RATE_LIMIT_LATENCY_S if RATE_LIMIT_LATENCY_S < timeout else timeout
-            yield env.timeout(lat)
-            return Outcome(_RATE, lat, 0.0, site.retry_after)
-        site.window_count += 1
-        # 2. outage
-        down = world.outage(m, start)
-        if down is not None:
-            self.failures[m] += 1
-            if down == "hang":
+            if refusal == "rate_limited":
+                lat = RATE_LIMIT_LATENCY_S if RATE_LIMIT_LATENCY_S < timeout else timeout
+                yield env.timeout(lat)
+                return Outcome(_RATE, lat, 0.0, site.retry_after_s)
+            if refusal == "hang":
                 first = self.first_token_s[m]
                 wait = first if first is not None and first < timeout else timeout
                 yield env.timeout(wait)
@@ -345,9 +323,9 @@ class Simulation:
             yield env.timeout(lat)
             return Outcome(_SERVER if lat < timeout else _TIMEOUT, lat, 0.0)
         # 3. capacity
-        if site.in_use >= site.capacity:
+        if not site.acquire():
             slot = env.event()
-            site.queue.append(slot)
+            site.wait(slot)
             expiry = env.timeout(timeout)
             yield slot | expiry
             if not slot.triggered:
@@ -355,12 +333,10 @@ class Simulation:
                 self.failures[m] += 1
                 return Outcome(_SILENT, timeout, 0.0)
             # the slot was handed over by a finishing call: in_use already counts us
-        else:
-            site.in_use += 1
         left = timeout - (env.now - start)
         # 4. the answer
-        kind, service = world.attempt(
-            m, index, action.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
+        kind, service = site.answer(
+            index, action.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
         )
         try:
             if service >= left:
@@ -385,14 +361,10 @@ class Simulation:
         return Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)
 
     @staticmethod
-    def _release(site: _ModelSite) -> None:
-        queue = site.queue
-        while queue:
-            slot = queue.popleft()
-            if not slot.triggered:
-                slot.succeed()  # hand our slot over; in_use stays the same
-                return
-        site.in_use -= 1
+    def _release(site: ProviderSite[simpy.Event]) -> None:
+        slot = site.release(_untriggered)
+        if slot is not None:
+            slot.succeed()  # hand our slot over; in_use stays the same
 
     # -- running -------------------------------------------------------------------
     @property

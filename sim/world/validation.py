@@ -1,7 +1,7 @@
 """Out-of-sample validation of a calibrated scenario: ``sim validate``.
 
 :func:`validate` splits recorded traffic by time: the first ``split`` share of the
-tasks (by arrival) calibrates a scenario (:func:`sim.calibrate.calibrate`); the rest
+tasks (by arrival) calibrates a scenario (:func:`sim.world.calibration.calibrate`); the rest
 are replayed through the simulator with that scenario and the config that was live,
 over several replication seeds, and what the simulator predicts is compared with
 what was recorded, per model and overall:
@@ -57,14 +57,14 @@ import polars as pl
 
 from router import TaskResult
 from router.recording import ATTEMPT_COLUMNS
-from sim.driver import Simulation
-from sim.replay import trace_key
-from sim.results import ResultSink
-from sim.trace import ReplayColumns
+from sim.engine.driver import Simulation
+from sim.engine.replays import trace_key
+from sim.engine.results import ResultSink
+from sim.traces.tasks import ReplayColumns
 
 if TYPE_CHECKING:
     from router import RouterConfig
-    from sim.scenario import Scenario
+    from sim.world.scenario import Scenario
 
 __all__ = [
     "MIN_CALLS",
@@ -78,7 +78,7 @@ __all__ = [
 
 #: Observed calls a model needs before its per-model metrics are judged.
 MIN_CALLS = 200
-# Outage timelines are drawn this far past the last arrival (as sim.replay does).
+# Outage timelines are drawn this far past the last arrival (as sim.engine.replays does).
 _HORIZON_MARGIN_S = 6 * 3600.0
 
 
@@ -98,7 +98,7 @@ def simulate(
     cols: ReplayColumns, config: RouterConfig, scenario: Scenario, *, seed: int
 ) -> list[TaskResult]:
     """Replay ``cols`` once (seed ``seed``, the world keyed by the trace's content, as
-    :func:`sim.replay.run_trace` does) and return every task's result, attempts
+    :func:`sim.engine.replays.run_trace` does) and return every task's result, attempts
     included."""
     model_ids = [m.id for m in config.models]
     horizon = (cols.arrival_s[-1] if cols.arrival_s else 0.0) + _HORIZON_MARGIN_S
@@ -238,7 +238,7 @@ def _task_arrays(
 
 def _percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
     """The percentile of ``values`` repeated ``weights`` times (numpy's linear rule,
-    as :func:`sim.results.summarize` uses)."""
+    as :func:`sim.engine.results.summarize` uses)."""
     w = weights.astype(int)
     if w.sum() == 0:
         return math.nan
@@ -246,7 +246,7 @@ def _percentile(values: np.ndarray, weights: np.ndarray, q: float) -> float:
 
 
 def _metric_values(ta: _TaskArrays, models: Sequence[str], w: np.ndarray) -> dict[str, float]:
-    """Every metric of :mod:`sim.validate` for task weights ``w`` (1: the data itself;
+    """Every metric of :mod:`sim.world.validation` for task weights ``w`` (1: the data itself;
     bootstrap multiplicities: a resample)."""
     tasks = float(w.sum())
     nan = math.nan
@@ -330,7 +330,7 @@ class ValidationReport:
     seed: int
     tolerance_pp: float
     tolerance_rel: float
-    calibration: Any  # sim.calibrate.Calibration
+    calibration: Any  # sim.world.calibration.Calibration
     metrics: list[Metric] = field(default_factory=list)
 
     @property
@@ -371,7 +371,7 @@ class ValidationReport:
 def _split(records: Any, split: float) -> tuple[Any, Any, pl.DataFrame]:
     """(train records, test records, test task table): the first ``split`` share of
     the tasks by arrival, and the rest."""
-    from sim.calibrate import Records
+    from sim.world.calibration import Records
 
     table = records.task_table()
     n_train = int(math.floor(split * table.height))
@@ -401,15 +401,15 @@ def validate(
     calibration: Any = None,
 ) -> ValidationReport:
     """Calibrate on the first ``split`` of ``records`` (a
-    :class:`sim.calibrate.Records`), predict the rest with ``config`` (the config that
+    :class:`sim.world.calibration.Records`), predict the rest with ``config`` (the config that
     was live) over ``replications`` seeds ``seed, seed + 1, ...`` and compare (see the
     module docstring). ``calibration``: a calibration of the first part made already
     (it is not redone). Raises :class:`~router.errors.InputError` for a bad argument or
     records that cannot be split or calibrated.
     """
     from router.errors import InputError
-    from sim.calibrate import calibrate
-    from sim.trace import replay_columns, validate_trace
+    from sim.traces.tasks import replay_columns, validate_trace
+    from sim.world.calibration import calibrate
 
     if not (0.0 < split < 1.0):
         raise InputError(f"split: expected a share strictly between 0 and 1, got {split!r}")
@@ -580,14 +580,14 @@ def record_against_twin(
     ``scenario``, recording what happened, as a user's deployment would.
 
     :class:`router.live.Router` (policy seed ``seed``) calls a
-    :class:`~sim.twin.TwinServer` on loopback (world seed ``twin_seed``, default
+    :class:`~sim.twin.server.TwinServer` on loopback (world seed ``twin_seed``, default
     ``seed``; the trace's key, so the twin draws what the simulator would for these
     tasks) at ``time_scale``, with ``config``'s durations scaled to match
-    (:func:`sim.fidelity.twin_config`); tasks start at their arrival x
+    (:func:`sim.twin.fidelity.twin_config`); tasks start at their arrival x
     ``time_scale``. It writes ``attempts.ndjson``
     (:class:`~router.recording.AttemptRecorder`) and ``tasks.ndjson``
     (:class:`~router.recording.TraceRecorder`) into ``out_dir``, in *wall* seconds:
-    read them with ``sim.calibrate.load_records(..., time_scale=time_scale)``.
+    read them with ``sim.world.calibration.load_records(..., time_scale=time_scale)``.
     Returns ``{"attempts": path, "tasks": path, "served": twin answer counts,
     "wall_s": seconds}``. Blocks for about the trace's span x ``time_scale``.
     """
@@ -600,9 +600,9 @@ def record_against_twin(
     from router.live import Router
     from router.recording import AttemptRecorder, TraceRecorder
     from router.validation import validate as validate_answer
-    from sim.fidelity import _BUG_SOURCE, _PROMPTS, fidelity_tasks, twin_config
-    from sim.trace import replay_columns
-    from sim.twin import TwinServer, answer_text
+    from sim.traces.tasks import replay_columns
+    from sim.twin.fidelity import _BUG_SOURCE, _PROMPTS, fidelity_tasks, twin_config
+    from sim.twin.server import TwinServer, answer_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -640,7 +640,7 @@ def record_against_twin(
             t0 = loop.time()
             await asyncio.gather(*(one(t) for t in tasks))
 
-    # As sim.fidelity.run_fidelity: freeze the long-lived objects (a full collection
+    # As sim.twin.fidelity.run_fidelity: freeze the long-lived objects (a full collection
     # would stall both the router and the twin) and shorten the GIL switch interval
     # (the twin thread would otherwise wait 5 ms for the interpreter).
     gc.collect()

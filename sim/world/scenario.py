@@ -27,7 +27,7 @@ A scenario is a YAML (or JSON) document validated by :class:`Scenario`::
         server_error_rate: 0.002
         cost_per_task: 0.01          # or input_per_mtok + output_per_mtok
 
-Semantics of one answered attempt (what :meth:`sim.world.World.attempt` draws):
+Semantics of one answered attempt (what :meth:`sim.world.providers.World.attempt` draws):
 
 * a task whose ``prompt_tokens`` exceed the model's ``context_window`` is turned away
   (``context_length``, after ``fail_fast_latency_s``, not billed) before anything else;
@@ -58,7 +58,7 @@ attempt times the task's tokens. Price: ``input_per_mtok`` and ``output_per_mtok
 ``cost_per_task`` is the price of an answered call.
 
 Outages, rate limits and capacity are carried out by the driver using the values
-:class:`~sim.world.World` exposes. Loading errors are :class:`~sim.errors.ScenarioError`
+:class:`~sim.world.providers.World` exposes. Loading errors are :class:`~sim.errors.ScenarioError`
 with one line: ``file: field.path: what was expected, got value``.
 """
 
@@ -85,7 +85,8 @@ from pydantic import (
 )
 
 from router.task import TASK_TYPES
-from sim.distributions import (
+from sim.errors import ScenarioError
+from sim.world.distributions import (
     DIST_TAGS,
     Empirical,
     Exponential,
@@ -98,10 +99,9 @@ from sim.distributions import (
     Weibull,
     distribution_union,
 )
-from sim.errors import ScenarioError
 
 if TYPE_CHECKING:
-    from sim.world import World
+    from sim.world.providers import World
 
 __all__ = [
     "CompletionSpec",
@@ -403,7 +403,7 @@ class DifficultySpec(BaseModel):
 
     The draws belong to the task, never to the config or the model: ``d`` and the
     unsolvable flag depend on (seed, trace, task) only, and a model's persistent noise
-    ``eta`` on (seed, trace, task, model) only (see :mod:`sim.world`).
+    ``eta`` on (seed, trace, task, model) only (see :mod:`sim.world.providers`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -623,16 +623,17 @@ class Scenario(BaseModel):
         trace_key: int | None = None,
         max_cached_blocks: int = 512,
     ) -> World:
-        """The scenario's randomness for replication ``seed`` (see :class:`sim.world.World`).
+        """The scenario's randomness for replication ``seed`` (see
+        :class:`sim.world.providers.World`).
 
         ``model_ids`` fixes the order of model indices (default: the file's order);
         each must be in the scenario. ``horizon_s`` is how far outage timelines are
         drawn up front (they extend lazily past it, identically). ``trace_key``
-        identifies the traffic (:func:`sim.replay.trace_key`) and is mixed into every
+        identifies the traffic (:func:`sim.engine.replays.trace_key`) and is mixed into every
         per-task draw, so two traces never share draws; None keeps the draws of a world
         keyed by the seed alone (the layout before traces were keyed).
         """
-        from sim.world import World
+        from sim.world.providers import World
 
         ids = list(self.models) if model_ids is None else list(model_ids)
         return World(
@@ -668,7 +669,7 @@ _UniqueKeyLoader.add_constructor(
 _DIST_FIELDS = frozenset({"latency", "time_between", "duration"})
 
 
-# The PydanticCustomError types of sim.distributions: their messages are complete.
+# The PydanticCustomError types of sim.world.distributions: their messages are complete.
 _CUSTOM_ERROR_TYPES = frozenset(
     {
         "finite_number",

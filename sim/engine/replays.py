@@ -25,9 +25,9 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from router import RouterConfig, load_seed_config
-from sim.driver import Simulation, Spread
-from sim.outdir import check_out_dir, new_tmp_dir, replace_dir
-from sim.results import (
+from sim.engine.driver import Simulation, Spread
+from sim.engine.outdir import check_out_dir, new_tmp_dir, replace_dir
+from sim.engine.results import (
     SCALAR_KEYS,
     TASK_SCHEMA,
     ResultSink,
@@ -35,8 +35,8 @@ from sim.results import (
     paired_difference,
     summarize,
 )
-from sim.scenario import Scenario, load_seed_scenario
-from sim.trace import ReplayColumns, discover_traces, read_trace, replay_columns
+from sim.traces.tasks import ReplayColumns, discover_traces, read_trace, replay_columns
+from sim.world.scenario import Scenario, load_seed_scenario
 
 # Outage timelines are drawn this far past the last arrival: the longest task
 # SLA plus the tail of the longest outage that could still be running.
@@ -68,7 +68,7 @@ def trace_key(cols: ReplayColumns) -> int:
     """The identity of a trace: a CRC-32 of its content in canonical order.
 
     Hashed: every task's id, arrival time (float64 bits), type and token sizes, in the
-    order of :func:`sim.trace.replay_columns` (by arrival, then id). So the key
+    order of :func:`sim.traces.tasks.replay_columns` (by arrival, then id). So the key
     depends on what the trace *is*, not on how it is stored: the same tasks give the
     same key whatever the file's row order or format (Parquet, NDJSON, CSV), and two
     traces that differ in any task (even synthetic traces that reuse the ids
@@ -106,7 +106,7 @@ def run_trace(
     replays before traces were keyed, kept to reproduce earlier results).
     ``make_sink`` builds the result sink (called like :class:`ResultSink`).
     ``replicas``/``state_delay``/``spread``: the config as N router replicas sharing
-    state with that delay (:class:`~sim.driver.Simulation`).
+    state with that delay (:class:`~sim.engine.driver.Simulation`).
     """
     model_ids = [m.id for m in config.models]
     horizon = (cols.arrival_s[-1] if cols.arrival_s else 0.0) + _HORIZON_MARGIN_S
@@ -186,7 +186,7 @@ def merge_streams(
     Task ids are namespaced by their file, ``<file stem>/<task id>`` (the whole file
     name when two stems are equal, then ``#<n>`` when names are), so ids that repeat
     across files stay distinct; tasks arriving at the same instant are ordered by the
-    namespaced id, as :func:`sim.trace.replay_columns` orders one file. Returns the
+    namespaced id, as :func:`sim.traces.tasks.replay_columns` orders one file. Returns the
     merged columns, each task's file index and the prefix of each file.
     """
     names = [str(name) for name, _ in traces]
@@ -362,7 +362,7 @@ def replay(
 ) -> ReplayReport:
     """Replay traces (files or directories, or pre-loaded ``traces``).
 
-    Returns the summary (the keys of :mod:`sim.results`, ``ci`` when
+    Returns the summary (the keys of :mod:`sim.engine.results`, ``ci`` when
     ``replications > 1``, ``per_trace`` and ``mode``) plus the runs. With ``out``,
     writes ``tasks.parquet``, ``summary.json`` and PNG figures there atomically: into
     a temporary sibling directory, renamed into place only when complete.
@@ -398,7 +398,7 @@ def replay(
     tmp: Path | None = None
     writer: pq.ParquetWriter | None = None
     if out is not None:
-        # Refused before any work when ``out`` is not ours to replace (sim.outdir).
+        # Refused before any work when ``out`` is not ours to replace (sim.engine.outdir).
         tmp = new_tmp_dir(check_out_dir(out, flag="out"))
         writer = pq.ParquetWriter(tmp / "tasks.parquet", TASK_SCHEMA)
     try:
@@ -429,7 +429,7 @@ def replay(
                 writer = None
                 (tmp / "summary.json").write_text(dump_summary(summary), encoding="utf-8")
                 if figures:
-                    from sim.plots import write_figures
+                    from sim.engine.plots import write_figures
 
                     write_figures(report, config, tmp)
                 replace_dir(tmp, out)  # type: ignore[arg-type]
@@ -479,7 +479,7 @@ def replay(
             writer = None
             (tmp / "summary.json").write_text(dump_summary(summary), encoding="utf-8")
             if figures:
-                from sim.plots import write_figures
+                from sim.engine.plots import write_figures
 
                 write_figures(report, config, tmp)
             replace_dir(tmp, out)  # type: ignore[arg-type]

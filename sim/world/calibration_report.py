@@ -1,6 +1,6 @@
 """The report of a calibration (``sim calibrate --report DIR``): Markdown, PNGs, HTML.
 
-:func:`write_report` writes into ``DIR`` (atomically, :mod:`sim.outdir`: a new, empty
+:func:`write_report` writes into ``DIR`` (atomically, :mod:`sim.engine.outdir`: a new, empty
 or earlier report directory only):
 
 * ``report.md``: what was read, the difficulty fit with the per-position check, a
@@ -32,11 +32,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim.calibrate import Estimate, _km, _num  # noqa: E402
-from sim.outdir import output_dir  # noqa: E402
+from sim.engine.outdir import output_dir  # noqa: E402
+from sim.world.calibration import Estimate, _km, _num  # noqa: E402
 
 if TYPE_CHECKING:
-    from sim.calibrate import Calibration, LatencyFit, OutageFit
+    from sim.world.calibration import Calibration, LatencyFit, OutageFit
 
 __all__ = ["write_report"]
 
@@ -171,7 +171,7 @@ def _markdown(cal: Calibration, figures: dict[str, str]) -> str:
     w("")
     w(
         "Every number: the observations it rests on (n), a 95% CI, and how it was "
-        "fitted or why it was not. The method of each fit is in `sim/calibrate.py`."
+        "fitted or why it was not. The method of each fit is in `sim/world/calibration.py`."
     )
     for note in cal.notes:
         w(f"- note: {note}")
@@ -289,7 +289,7 @@ def _html(markdown: str) -> str:
 def write_report(cal: Calibration, out: str | os.PathLike[str], *, html: bool = False) -> Path:
     """Write the report of ``cal`` into the directory ``out`` (see the module
     docstring); returns it. ``out`` must be new, empty or an earlier output
-    (:class:`~sim.outdir.OutputDirError` otherwise, before anything is written)."""
+    (:class:`~sim.engine.outdir.OutputDirError` otherwise, before anything is written)."""
     out = Path(out)
     with output_dir(out, flag="--report") as tmp:
         figures: dict[str, str] = {}
