@@ -203,11 +203,19 @@ class Breaker(_Strict):
 
 
 class Budget(_Strict):
-    """Daily spend caps (USD) and the fractions of a cap at which to alert."""
+    """Daily spend caps (USD) and the fractions of a cap at which to alert.
+
+    A call is planned only if it fits every cap that applies to it: the global
+    ``daily_cap_usd``, its model's (``per_model_usd``), its provider's
+    (``per_provider_usd``) and its task type's (``per_task_type_usd``, keyed by a
+    task type or route name the config knows). With ``shared:`` the caps hold across
+    every replica.
+    """
 
     daily_cap_usd: PositiveFloat | None = None
     per_model_usd: dict[str, PositiveFloat] = Field(default_factory=dict)
     per_provider_usd: dict[str, PositiveFloat] = Field(default_factory=dict)
+    per_task_type_usd: dict[str, PositiveFloat] = Field(default_factory=dict)
     alert_fractions: list[Annotated[float, Field(gt=0.0, le=1.0)]] = Field(
         default_factory=lambda: [0.5, 0.8, 1.0]
     )
@@ -352,6 +360,13 @@ class RouterConfig(_Strict):
         for key in self.budget.per_provider_usd:
             if key not in providers:
                 raise ValueError(f"budget.per_provider_usd.{key}: unknown provider {key!r}")
+        task_types = set(self.routes) | set(self.aliases)
+        for key in self.budget.per_task_type_usd:
+            if key not in task_types:
+                raise ValueError(
+                    f"budget.per_task_type_usd.{key}: unknown task type {key!r} "
+                    "(expected a route name or an alias)"
+                )
         return self
 
     def model(self, model_id: str) -> ModelProfile:

@@ -3,8 +3,8 @@
 The ledger keeps, for the current day, what was spent per model, per provider
 and per task type, plus what is *reserved*: the estimated cost of calls in
 flight. A call is planned only if spent + reserved + its estimate stays within
-every cap that applies (global daily, per model, per provider), so concurrent
-tasks can never jointly plan past a cap. When a call ends its reservation is
+every cap that applies (global daily, per model, per provider, per task type), so
+concurrent tasks can never jointly plan past a cap. When a call ends its reservation is
 released and its actual cost booked.
 
 Every reservation is a numbered hold (:meth:`SpendLedger.reserve` returns its
@@ -52,14 +52,16 @@ class HoldEvent(StrEnum):
 
 
 #: ``observer(event, hold, model, reserved_usd, actual_usd, task_type, now)``: told of
-#: every hold that starts and ends (``actual_usd`` and ``task_type`` are those of a
-#: settle; 0.0 and "" otherwise). Must not raise and must not block.
+#: every hold that starts and ends (``actual_usd`` is a settle's, 0.0 otherwise;
+#: ``task_type`` is the settle's, else the one the hold was reserved for, "" if none;
+#: ``now`` is 0.0 for a release). Must not raise and must not block.
 HoldObserver = Callable[[HoldEvent, int, int, float, float, str, float], None]
 
 
 @dataclass(frozen=True, slots=True)
 class BudgetAlert:
-    """Spend crossed ``fraction`` of a cap. ``scope`` is global, model or provider."""
+    """Spend crossed ``fraction`` of a cap. ``scope`` is global, model, provider or
+    task_type; ``key`` names the model, provider or task type (``*`` for global)."""
 
     scope: str
     key: str
@@ -116,8 +118,9 @@ class SpendLedger:
         self.alerts: list[BudgetAlert] = []
         self.listeners: list[Callable[[BudgetAlert], None]] = []
         self.rejections = 0
-        #: open holds: number -> (model index, amount, time reserved)
-        self.holds: dict[int, tuple[int, float, float]] = {}
+        self.reserved_task_type: dict[str, float] = {}
+        #: open holds: number -> (model index, amount, time reserved, task type)
+        self.holds: dict[int, tuple[int, float, float, str]] = {}
         self._next_hold = 0
         self.stale_dropped = 0
         #: told of every hold that starts and ends (sharing; None: not shared)
@@ -160,11 +163,15 @@ class SpendLedger:
             _Cap("provider", p, c, fr) if c != math.inf else None
             for p, c in zip(self.provider_names, self.cap_provider, strict=True)
         ]
+        #: daily cap per task type (types without one are absent)
+        self.cap_task_type: dict[str, float] = dict(budget.per_task_type_usd)
+        self._task_caps = {t: _Cap("task_type", t, c, fr) for t, c in self.cap_task_type.items()}
         # Alerts already raised today stay raised: skip thresholds spend has passed.
         for cap, spent in (
             (self._global_cap, self.spent_total),
             *zip(self._model_caps, self.spent_model, strict=True),
             *zip(self._provider_caps, self.spent_provider, strict=True),
+            *((c, self.spent_task_type.get(t, 0.0)) for t, c in self._task_caps.items()),
         ):
             if cap is not None:
                 while (
@@ -180,7 +187,7 @@ class SpendLedger:
         if self.day is not None:
             self.history[self.day] = self.snapshot()
         self.day = day
-        stale = [h for h, (_, _, at) in self.holds.items() if now - at > STALE_RESERVATION_S]
+        stale = [h for h, (_, _, at, _) in self.holds.items() if now - at > STALE_RESERVATION_S]
         for h in stale:
             self.release(h)
             self.stale_dropped += 1
@@ -190,7 +197,12 @@ class SpendLedger:
         self.spent_task_type = {}
         self.remote_model = [0.0] * len(self.remote_model)
         self.remote_total = 0.0
-        for cap in (self._global_cap, *self._model_caps, *self._provider_caps):
+        for cap in (
+            self._global_cap,
+            *self._model_caps,
+            *self._provider_caps,
+            *self._task_caps.values(),
+        ):
             if cap is not None:
                 cap.next_i = 0
 
@@ -207,11 +219,20 @@ class SpendLedger:
         )
 
     # -- planning -------------------------------------------------------------------
-    def can_afford(self, model: int, amount: float, now: float) -> bool:
-        """Whether a call of estimated cost ``amount`` fits every cap that applies."""
+    def can_afford(self, model: int, amount: float, now: float, task_type: str = "") -> bool:
+        """Whether a call of estimated cost ``amount`` fits every cap that applies (the
+        task type's only when ``task_type`` is given)."""
         if self.day is None or now >= (self.day + 1) * DAY_S:
             self._roll(now)
         if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
+            return False
+        cap_t = self.cap_task_type.get(task_type)
+        if cap_t is not None and (
+            self.spent_task_type.get(task_type, 0.0)
+            + self.reserved_task_type.get(task_type, 0.0)
+            + amount
+            > cap_t + _EPS
+        ):
             return False
         if (
             self.spent_model[model] + self.reserved_model[model] + amount
@@ -224,44 +245,52 @@ class SpendLedger:
             <= self.cap_provider[p] + _EPS
         )
 
-    def reserve(self, model: int, amount: float, now: float = 0.0) -> int:
-        """Hold ``amount`` against the caps while a call is in flight; returns the hold's
-        number, to be passed to exactly one :meth:`settle` or :meth:`release`."""
+    def reserve(self, model: int, amount: float, now: float = 0.0, task_type: str = "") -> int:
+        """Hold ``amount`` against the caps (the task type's too, when given) while a
+        call is in flight; returns the hold's number, to be passed to exactly one
+        :meth:`settle` or :meth:`release`."""
         self.reserved_model[model] += amount
         self.reserved_provider[self.model_provider[model]] += amount
         self.reserved_total += amount
+        if task_type:
+            rt = self.reserved_task_type
+            rt[task_type] = rt.get(task_type, 0.0) + amount
         hold = self._next_hold
         self._next_hold = hold + 1
-        self.holds[hold] = (model, amount, now)
+        self.holds[hold] = (model, amount, now, task_type)
         if self.observer is not None:
-            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, "", now)
+            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, task_type, now)
         return hold
 
-    def _unhold(self, hold: int) -> tuple[int, float] | None:
+    def _unhold(self, hold: int) -> tuple[int, float, str] | None:
         entry = self.holds.pop(hold, None)
         if entry is None:
             return None  # already ended (or dropped as stale): ending twice is a no-op
-        model, amount, _ = entry
+        model, amount, _, task_type = entry
         self.reserved_model[model] -= amount
         self.reserved_provider[self.model_provider[model]] -= amount
         self.reserved_total -= amount
+        if task_type:
+            self.reserved_task_type[task_type] -= amount
         if not self.holds:
             # Float residue from many +=/-= must not leave a phantom reservation.
             self.reserved_total = 0.0
             self.reserved_model = [0.0] * len(self.reserved_model)
             self.reserved_provider = [0.0] * len(self.reserved_provider)
-        return model, amount
+            self.reserved_task_type = {}
+        return model, amount, task_type
 
     def release(self, hold: int) -> None:
         """End a hold without booking anything (the call was cancelled or raised)."""
         entry = self._unhold(hold)
         if entry is not None and self.observer is not None:
-            self.observer(HoldEvent.RELEASED, hold, entry[0], entry[1], 0.0, "", 0.0)
+            self.observer(HoldEvent.RELEASED, hold, entry[0], entry[1], 0.0, entry[2], 0.0)
 
-    def apply_remote(self, model: int, delta: float, now: float) -> None:
-        """Count ``delta`` USD that other replicas spent or hold on ``model`` against
-        today's caps (negative: a remote hold ended or was settled for less). It joins
-        today's ``spent_*`` figures (so every cap check sees it) and
+    def apply_remote(self, model: int, delta: float, now: float, task_type: str = "") -> None:
+        """Count ``delta`` USD that other replicas spent or hold on ``model`` (for
+        ``task_type``, when given) against today's caps (negative: a remote hold ended
+        or was settled for less). It joins today's ``spent_*`` figures (so every cap
+        check sees it) and
         :attr:`remote_model`, never :attr:`all_time_usd` (this replica's own spend);
         it raises no alert (the replica that spent it does). Reset with the day."""
         if self.day is None or now >= (self.day + 1) * DAY_S:
@@ -272,6 +301,9 @@ class SpendLedger:
         self.spent_total += delta
         self.remote_model[model] += delta
         self.remote_total += delta
+        if task_type:
+            st = self.spent_task_type
+            st[task_type] = st.get(task_type, 0.0) + delta
 
     def settle(self, hold: int, actual: float, task_type: str, now: float) -> None:
         """End a hold and book the call's actual cost (may raise alerts)."""
@@ -300,6 +332,9 @@ class SpendLedger:
         cap = self._provider_caps[p]
         if cap is not None:
             self._check(cap, self.spent_provider[p], now)
+        cap = self._task_caps.get(task_type)
+        if cap is not None:
+            self._check(cap, self.spent_task_type[task_type], now)
 
     def _check(self, cap: _Cap, spent: float, now: float) -> None:
         fr = cap.fractions

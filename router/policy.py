@@ -469,7 +469,7 @@ class TaskRun:
                     reason = "deadline"
                 elif not policy.breakers[i].allows(now):
                     reason = "breaker_open"
-                elif not policy.ledger.can_afford(i, est, now):
+                elif not policy.ledger.can_afford(i, est, now, self.task_type):
                     reason = "budget"
                     policy.ledger.rejections += 1
                 else:
@@ -478,7 +478,7 @@ class TaskRun:
                     self.pending_reserved = est
                     self.pending_started = now
                     self.pending_stats = st
-                    self.pending_hold = policy.ledger.reserve(i, est, now)
+                    self.pending_hold = policy.ledger.reserve(i, est, now, self.task_type)
                     self.pending_probe = policy.breakers[i].on_call(now)
                     timeout = plan.attempt_timeout_s
                     self.pending_clamped = remaining < timeout

@@ -25,13 +25,14 @@ against both.
 from __future__ import annotations
 
 import functools
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from router.breaker import BreakerEvent, CircuitBreaker
+from router.breaker import BreakerEvent, BreakerState, CircuitBreaker
 from router.ledger import HoldEvent
 from router.policy import RoutingPolicy, TaskRun
 from router.result import Call, Finish, Wait
@@ -65,7 +66,11 @@ class SharedStatus:
     ``degraded_since``: when it stopped answering (driver clock; None when connected);
     ``outages``: how many times it was lost; ``pending_ops``: updates queued for it;
     ``reconciled_usd``: spend booked locally during outages and since added to the
-    shared ledger; ``url`` is masked.
+    shared ledger; ``url`` is masked; ``remote_opens``: breaker openings learned from
+    other replicas; ``opened_at``: per model, when its breaker last opened from closed
+    on this replica (its own trip or an opening learned from the store; driver clock,
+    wall-aligned seconds), so that operators (and the tests) can see how far apart
+    the replicas learned of an outage.
     """
 
     backend: str
@@ -78,6 +83,7 @@ class SharedStatus:
     pending_ops: int = 0
     reconciled_usd: float = 0.0
     remote_opens: int = 0
+    opened_at: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +116,25 @@ class SharedState(ABC):
     def __init__(self) -> None:
         self.policy: RoutingPolicy | None = None
         self.clock: Callable[[], float] | None = None
+        #: model -> when its breaker last opened from closed here (see SharedStatus)
+        self._opened_at: dict[str, float] = {}
+
+    def _note_opened(self, model: str, breaker: CircuitBreaker, now: float) -> None:
+        """Called after our breaker tripped: note it when it began an outage (a
+        breaker that opened from closed has ``trips == 1``; a failed probe's
+        re-opening keeps the outage's first opening)."""
+        if breaker.trips == 1:
+            self._opened_at[model] = now
+
+    def _adopt_open(self, model: str, breaker: CircuitBreaker, until: float, now: float) -> bool:
+        """``breaker.adopt_open``, noting an outage learned from the store (only when
+        the breaker was closed: extending an opening is no new outage)."""
+        was_closed = breaker.state is BreakerState.CLOSED
+        if not breaker.adopt_open(until, now):
+            return False
+        if was_closed:
+            self._opened_at[model] = now
+        return True
 
     # -- wiring ------------------------------------------------------------------------
     def attach(self, policy: RoutingPolicy, clock: Callable[[], float]) -> None:
@@ -168,9 +193,9 @@ class SharedState(ABC):
 
 
 def cap_fields(policy: RoutingPolicy, model: int, task_type: str) -> list[tuple[str, float]]:
-    """The store fields a call of ``model`` books to, each with its daily cap (-1: none):
-    the global total ``*``, ``m:<model>``, ``p:<provider>`` and ``t:<task type>``
-    (task types are tracked; the config has no cap for them yet)."""
+    """The store fields a call of ``model`` for ``task_type`` books to, each with its
+    daily cap (-1: none): the global total ``*``, ``m:<model>``, ``p:<provider>`` and
+    ``t:<task type>`` (tracked whether capped or not)."""
     ledger = policy.ledger
     m = policy.models[model]
     p = ledger.model_provider[model]
@@ -182,14 +207,23 @@ def cap_fields(policy: RoutingPolicy, model: int, task_type: str) -> list[tuple[
         ("*", cap(ledger.cap_total)),
         (f"m:{m.id}", cap(ledger.cap_model[model])),
         (f"p:{ledger.provider_names[p]}", cap(ledger.cap_provider[p])),
-        (f"t:{task_type}", -1.0),
+        (f"t:{task_type}", cap(ledger.cap_task_type.get(task_type, math.inf))),
     ]
 
 
 def capped_models(policy: RoutingPolicy) -> list[bool]:
-    """Per model index: whether any daily cap applies to its calls (only those need a
-    shared reservation before the call)."""
+    """Per model index: whether a global, model or provider daily cap applies to its
+    calls (see :func:`needs_reservation`)."""
     return [any(c >= 0 for _, c in cap_fields(policy, m.index, "")[:3]) for m in policy.models]
+
+
+def needs_reservation(
+    policy: RoutingPolicy, capped: list[bool], model: int, task_type: str
+) -> bool:
+    """Whether a call of ``model`` for ``task_type`` needs a shared reservation before
+    it starts: some daily cap applies to it (``capped`` from :func:`capped_models`, or
+    its task type's cap). Calls under no cap are booked after the fact."""
+    return capped[model] or task_type in policy.ledger.cap_task_type
 
 
 async def admit(

@@ -30,6 +30,7 @@ from router.shared.base import (
     SharedStatus,
     cap_fields,
     capped_models,
+    needs_reservation,
 )
 from router.shared.stats import Evidence, StatsMerger
 
@@ -283,6 +284,7 @@ class LocalState(SharedState):
         elif event is BreakerEvent.SUCCESS:
             store.b_success(model)
         elif event is BreakerEvent.OPENED:
+            self._note_opened(model, breaker, now)
             state, until, epoch = store.b_open(model, breaker.open_until, self.replica)
             self._apply_transition(model, state, until, epoch)
         elif event is BreakerEvent.CLOSED:
@@ -330,7 +332,7 @@ class LocalState(SharedState):
         breaker = policy.breakers[index]
         now = self.clock()  # type: ignore[misc]
         if state == "open":
-            if breaker.adopt_open(until, now):
+            if self._adopt_open(model, breaker, until, now):
                 self._remote_opens += 1
         else:
             breaker.adopt_closed(now)
@@ -352,11 +354,11 @@ class LocalState(SharedState):
             )
             if got == 0:
                 if until > now:
-                    breaker.adopt_open(until, now)
+                    self._adopt_open(call.model, breaker, until, now)
                 return BREAKER_OPEN
             if got == 2:
                 breaker.adopt_closed(now)
-        if self._capped[index]:
+        if needs_reservation(policy, self._capped, index, run.task_type):
             day = int(now // DAY_S)
             ok, _, _ = self.store.reserve(
                 day,
@@ -391,7 +393,12 @@ class LocalState(SharedState):
             self.merge_stats()
 
     def status(self) -> SharedStatus:
-        return SharedStatus("local", self.replica, remote_opens=self._remote_opens)
+        return SharedStatus(
+            "local",
+            self.replica,
+            remote_opens=self._remote_opens,
+            opened_at=dict(self._opened_at),
+        )
 
     async def aclose(self) -> None:
         if self._task is not None:

@@ -4,8 +4,8 @@ One :class:`RedisState` per replica (per :class:`~router.live.Router`), all on o
 Redis (``shared.url`` in the config). What it guarantees, with the store up and with
 it lost, is the table in the README's "Many replicas" section; in short:
 
-* **Spend.** A call of a model under a daily cap is reserved in Redis before it
-  starts, atomically against the global, per-model and per-provider caps (a Lua
+* **Spend.** A call under a daily cap is reserved in Redis before it starts,
+  atomically against the global, per-model, per-provider and per-task-type caps (a Lua
   script, :mod:`router.shared.scripts`); its settle books the actual cost exactly once
   (per hold id) and a release books nothing. A reservation carries a lease, renewed
   every ``lease_s / 3`` while its call runs: one left by a crashed replica expires by
@@ -41,7 +41,7 @@ import logging
 import math
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from router.breaker import BreakerEvent, BreakerState, CircuitBreaker
@@ -58,6 +58,7 @@ from router.shared.base import (
     cap_fields,
     capped_models,
     mask_url,
+    needs_reservation,
 )
 from router.shared.stats import StatsMerger, decode, encode
 
@@ -90,6 +91,58 @@ def _sha(script: str) -> str:
     import hashlib
 
     return hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - Redis names scripts so
+
+
+#: A timer firing later than this after its deadline means our own event loop is
+#: congested (the store's reply may be waiting in it): see :func:`within`.
+_LAG_TOLERANCE_S = 0.02
+
+
+async def within(
+    aw: Awaitable[Any], timeout: float, backstop: float | None = None, what: str = "store"
+) -> Any:
+    """Await ``aw``; raise TimeoutError once the store has had ``timeout`` seconds of a
+    responsive event loop to answer, and in any case after ``backstop`` seconds
+    (default ``4 * timeout``).
+
+    Why not ``asyncio.wait_for``: on a CPU-starved replica (a burst of requests on a
+    loaded machine) the event loop itself can be late by hundreds of milliseconds; a
+    reply that arrived in time then sits unread while the timer fires, and a healthy
+    store would be declared lost (degraded mode, spend limited to the local fraction)
+    for the replica's own slowness. So each time the timer fires late, the store gets
+    back the time our loop took from it; only a timeout on a loop that ran on time
+    (or the backstop) blames the store.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(aw)
+    began = loop.time()
+    hard = began + (4.0 * timeout if backstop is None else backstop)
+    wait = timeout
+    try:
+        while True:
+            asked = loop.time() + wait
+            done, _ = await asyncio.wait((task,), timeout=wait)
+            if done:
+                return task.result()
+            now = loop.time()
+            late = now - asked
+            if late <= _LAG_TOLERANCE_S or now >= hard:
+                raise TimeoutError(
+                    f"{what}: no answer from the store within {timeout:g} s "
+                    f"(waited {now - began:.2f} s)"
+                )
+            wait = min(late, hard - now)
+    finally:
+        if not task.done():
+            # Not awaited here: that could swallow a cancellation of our caller.
+            task.cancel()
+            task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read an abandoned operation's outcome (no "exception never retrieved" noise)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _redis_errors() -> tuple[type[BaseException], ...]:
@@ -142,6 +195,8 @@ class RedisState(SharedState):
         self._pending_wake: asyncio.Event | None = None
         self._errors = _redis_errors()
         self._ops: deque[tuple[Any, ...]] = deque()
+        #: ops of the batch being sent (taken off _ops; back on it if the send fails)
+        self._sending = 0
         #: uncapped or locally booked spend not yet in the store: fields -> [usd, calls]
         self._agg: dict[tuple[int, tuple[str, ...]], list[float]] = {}
         self._agg_ids = itertools.count()
@@ -241,7 +296,9 @@ class RedisState(SharedState):
         self._client = aioredis.Redis.from_url(
             self.url,
             password=self._password,
-            socket_timeout=self.timeout_s * 4,
+            # Operations are bounded by within() (lag-aware); the socket's own timeout,
+            # blind to a busy event loop, is only a safety net for a hung connection.
+            socket_timeout=self.timeout_s * 16,
             socket_connect_timeout=self.timeout_s * 4,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
@@ -305,9 +362,11 @@ class RedisState(SharedState):
             degraded_since=self._degraded_since,
             outages=self._outages,
             last_error=self._last_error,
-            pending_ops=len(self._ops) + len(self._agg),
+            # Ops of a batch on its way count too: "0 pending" means all in the store.
+            pending_ops=len(self._ops) + len(self._agg) + self._sending,
             reconciled_usd=self._reconciled,
             remote_opens=self._remote_opens,
+            opened_at=dict(self._opened_at),
         )
 
     @property
@@ -418,6 +477,7 @@ class RedisState(SharedState):
             if last is None or last[0] != "success" or last[1] != model:
                 self._push(("success", model))
         elif event is BreakerEvent.OPENED:
+            self._note_opened(model, breaker, now)
             self._push(("open", model, breaker.open_until, index))
         elif event is BreakerEvent.CLOSED:
             self._push(("close", model, now, index))
@@ -439,8 +499,14 @@ class RedisState(SharedState):
         remote = self._redis_holds.pop(hold, None)
         local = self._local_holds.pop(hold, None)
         maybe = self._maybe.pop(hold, None)
-        if remote is None and maybe is not None and local is not None:
-            remote = (maybe, local[1])
+        if remote is None and maybe is not None:
+            # Its reservation may be in the store: end it there by hold id, whether the
+            # call was admitted locally (settle) or then refused locally (release).
+            if local is not None:
+                fields = local[1]
+            else:
+                fields = [f for f, _ in cap_fields(self.policy, model, task_type)]  # type: ignore[arg-type]
+            remote = (maybe, fields)
         if local is not None and local[3] == self._outages and not self._connected:
             used = self._used
             delta = (actual if event is HoldEvent.SETTLED else 0.0) - local[2]
@@ -486,7 +552,7 @@ class RedisState(SharedState):
         breaker = policy.breakers[index]
         now = self.clock()  # type: ignore[misc]
         if state == "open":
-            if breaker.adopt_open(until, now):
+            if self._adopt_open(model, breaker, until, now):
                 self._remote_opens += 1
         else:
             breaker.adopt_closed(now)
@@ -511,12 +577,12 @@ class RedisState(SharedState):
             else:
                 until = float(until)
                 if int(got) == 0:
-                    if until > now and breaker.adopt_open(until, now):
+                    if until > now and self._adopt_open(call.model, breaker, until, now):
                         self._remote_opens += 1
                     return BREAKER_OPEN
                 if int(got) == 2:
                     breaker.adopt_closed(now)
-        if not self._capped[index]:
+        if not needs_reservation(policy, self._capped, index, run.task_type):
             return None
         caps = cap_fields(policy, index, run.task_type)
         hold = run.pending_hold
@@ -603,14 +669,17 @@ class RedisState(SharedState):
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         """One script call on the request path, sent with the others waiting (one
-        pipeline per event-loop turn). The pipeline's I/O is bounded by ``timeout_s``
-        (a busy event loop delays the reply, not the store's verdict on it); a backstop
-        of four times that bounds the wait whatever happens."""
+        pipeline per event-loop turn). The pipeline is bounded by ``timeout_s`` of a
+        responsive event loop (a busy loop delays the reply, not the store's verdict on
+        it: :func:`within`) and by four times that whatever happens; a call waits for
+        at most the pipeline before its own."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((name, keys, args, future))
         assert self._pending_wake is not None
         self._pending_wake.set()
-        result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s * 4)
+        # The batcher answers every call within its pipeline's bound (at most one
+        # pipeline ahead of it, each at most 4 * timeout_s); this is a safety net only.
+        result = await asyncio.wait_for(asyncio.shield(future), self.timeout_s * 16)
         if isinstance(result, BaseException):
             raise result
         return result
@@ -625,8 +694,10 @@ class RedisState(SharedState):
             if not batch:
                 continue
             try:
-                results = await asyncio.wait_for(
-                    self._eval([(n, k, a) for n, k, a, _ in batch]), self.timeout_s
+                results = await within(
+                    self._eval([(n, k, a) for n, k, a, _ in batch]),
+                    self.timeout_s,
+                    what=f"{len(batch)} request-path calls",
                 )
             except BaseException as exc:
                 for *_, fut in batch:
@@ -690,11 +761,16 @@ class RedisState(SharedState):
                 calls.append(("B_OPEN" if kind == "open" else "B_CLOSE", self._bkeys(op[1]), args))
             elif kind == "probe_release":
                 calls.append(("B_PROBE_RELEASE", self._bkeys(op[1])[1:], [self.replica]))
+        self._sending = len(batch)
         try:
-            results = await asyncio.wait_for(self._eval(calls), max(self.timeout_s * 4, 1.0))
+            results = await within(
+                self._eval(calls), max(self.timeout_s * 4, 1.0), what=f"{len(calls)} updates"
+            )
         except BaseException:
             self._ops.extendleft(reversed(batch))
             raise
+        finally:
+            self._sending = 0
         import redis.exceptions
 
         for op, res in zip(batch, results, strict=True):
@@ -766,7 +842,7 @@ class RedisState(SharedState):
             by_day.setdefault(day, []).append(self._hold_id(hold))
         for day, ids in by_day.items():
             call = ("RENEW", [self._day_keys(day)[3]], [repr(now + self.lease_s), *ids])
-            await asyncio.wait_for(self._eval([call]), self.timeout_s * 4)
+            await within(self._eval([call]), self.timeout_s * 4, what="lease renewal")
 
     async def _resync(self) -> None:
         """Re-read every breaker's shared state and today's spend levels."""
@@ -782,7 +858,7 @@ class RedisState(SharedState):
         keys = self._day_keys(day)
         pipe.hgetall(keys[0])
         pipe.hgetall(keys[1])
-        res = await asyncio.wait_for(pipe.execute(), self.timeout_s * 4)
+        res = await within(pipe.execute(), self.timeout_s * 4, what="re-read")
         for mid, (state, until, epoch) in zip(models, res[: len(models)], strict=True):
             if state is None:
                 continue
@@ -812,7 +888,7 @@ class RedisState(SharedState):
         pipe.zadd(members, {self.replica: now})
         pipe.zremrangebyscore(members, "-inf", now - ttl)
         pipe.zrange(members, 0, -1)
-        res = await asyncio.wait_for(pipe.execute(), self.timeout_s * 4)
+        res = await within(pipe.execute(), self.timeout_s * 4, what="re-read")
         others = [(r.decode() if isinstance(r, bytes) else r) for r in res[-1]]
         others = [r for r in others if r != self.replica]
         if not others:
@@ -820,7 +896,7 @@ class RedisState(SharedState):
         pipe = self._client.pipeline(transaction=False)
         for r in others:
             pipe.hgetall(f"{self._ns}:q:{r}")
-        tables = await asyncio.wait_for(pipe.execute(), self.timeout_s * 4)
+        tables = await within(pipe.execute(), self.timeout_s * 4, what="statistics")
         snapshots = [
             {(k.decode() if isinstance(k, bytes) else k): decode(v) for k, v in t.items()}
             for t in tables

@@ -1,4 +1,4 @@
-"""Fixtures for the shared-state tests: a real Redis, and replica processes.
+"""Fixtures for the shared-state tests: a real Redis, and gateway replica processes.
 
 Redis is Debian's ``redis-server`` binary, started by pytest-redis's ``redis_proc``
 factory (one throwaway server for the session, on a free loopback port); tests that
@@ -20,7 +20,7 @@ import pytest
 # The helpers sit beside this file (on sys.path whatever pytest's import mode).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from shared_helpers import REDIS_SERVER, RedisServer, ReplicaProcess  # noqa: E402
+from shared_helpers import REDIS_SERVER, GatewayProcess, RedisServer  # noqa: E402
 
 NO_REDIS = (
     "redis-server is not installed (Debian: apt-get install redis-server; .ci/run installs it)"
@@ -66,9 +66,9 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def replicas(tmp_path: Path) -> Iterator[list[ReplicaProcess]]:
-    """Replica processes a test starts (``replicas.append(...)``); all stopped after."""
-    started: list[ReplicaProcess] = []
+def gateways() -> Iterator[list[GatewayProcess]]:
+    """Gateway processes a test starts (``gateways.append(...)``); all stopped after."""
+    started: list[GatewayProcess] = []
     try:
         yield started
     finally:

@@ -1,4 +1,4 @@
-"""Helpers of the shared-state tests: a restartable Redis, replica processes.
+"""Helpers of the shared-state tests: a restartable Redis, gateway replica processes.
 
 (Imported by tests/shared/conftest.py and its test modules; a unique module name, so
 it never clashes with another directory's helpers.)
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
+import re
 import signal
 import socket
 import subprocess
@@ -97,8 +97,16 @@ def redis_hash(url: str, key: str) -> dict[str, float]:
         client.close()
 
 
-class ReplicaProcess:
-    """A live router in its own OS process (tests/shared/replica_proc.py)."""
+COSTROUTE = str(Path(sys.executable).parent / "costroute")
+
+
+class GatewayProcess:
+    """A ``costroute serve --config CONFIG --port 0`` process: one gateway replica.
+
+    Its stderr goes to a file (a pipe nobody reads would fill and block the server);
+    :attr:`url` is read from its "listening on" line. Access lines are off (they cost
+    CPU and the tests read outcomes from the responses and the shared ledger).
+    """
 
     def __init__(self, config: dict[str, Any], directory: Path, name: str) -> None:
         self.name = name
@@ -106,36 +114,35 @@ class ReplicaProcess:
         path.write_text(json.dumps(config), encoding="utf-8")
         self.stderr_path = directory / f"{name}.stderr"
         self._stderr = self.stderr_path.open("wb")
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        args = [COSTROUTE, "serve", "--config", str(path), "--port", "0"]
+        args += ["--no-watch", "--no-access-log", "--drain-timeout", "2"]
         self.proc = subprocess.Popen(
-            [sys.executable, str(HERE / "replica_proc.py"), str(path)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env=env,
-            cwd=ROOT,
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._stderr
         )
-        self._sel = selectors.DefaultSelector()
-        assert self.proc.stdout is not None
-        self._sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.url = ""
 
-    def send(self, cmd: dict[str, Any]) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        self.proc.stdin.flush()
+    def wait_listening(self, timeout: float = 60.0) -> str:
+        """The gateway's base URL, once it listens (raises if it exits first)."""
+        deadline = time.monotonic() + timeout
+        while not self.url:
+            match = re.search(r"listening on (http://\S+)", self.stderr())
+            if match:
+                self.url = match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway {self.name} exited: {self.stderr()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway {self.name} did not listen: {self.stderr()}")
+            time.sleep(0.02)
+        return self.url
 
-    def receive(self, timeout: float = 30.0) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        if not self._sel.select(timeout):
-            raise TimeoutError(f"replica {self.name} did not answer within {timeout} s")
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"replica {self.name} exited: {self.stderr()}")
-        return json.loads(line)
+    def ready(self) -> dict[str, Any]:
+        """Its ``/ready`` body (``shared``: the replica's shared-state status)."""
+        import httpx
 
-    def ask(self, cmd: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
-        self.send(cmd)
-        return self.receive(timeout)
+        response = httpx.get(self.url + "/ready", timeout=10)
+        response.raise_for_status()
+        return response.json()
 
     def stderr(self) -> str:
         self._stderr.flush()
@@ -148,17 +155,35 @@ class ReplicaProcess:
 
     def close(self) -> None:
         if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                self.ask({"op": "quit"}, timeout=10)
                 self.proc.wait(10)
-            except Exception:
+            except subprocess.TimeoutExpired:
                 self.kill()
-        self._sel.close()
         self._stderr.close()
 
 
-def start_all(procs: list[ReplicaProcess], timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Send ``start`` to every replica, then wait for all (they import in parallel)."""
-    for p in procs:
-        p.send({"op": "start"})
-    return [p.receive(timeout) for p in procs]
+def start_gateways(gateways: list[GatewayProcess], timeout: float = 60.0) -> None:
+    """Wait until every gateway listens and its shared state answers (they start in
+    parallel: each process was spawned by its constructor)."""
+    for g in gateways:
+        g.wait_listening(timeout)
+    deadline = time.monotonic() + timeout
+    for g in gateways:
+        while not g.ready()["shared"]["connected"]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway {g.name}: shared state never connected")
+            time.sleep(0.05)
+
+
+def wait_settled(gateways: list[GatewayProcess], timeout: float = 15.0) -> list[dict[str, Any]]:
+    """Every gateway's shared status once all are connected with nothing queued or
+    being sent to the store (so the shared ledger holds everything they booked)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = [g.ready()["shared"] for g in gateways]
+        if all(s["connected"] and s["pending_ops"] == 0 for s in states):
+            return states
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gateways did not settle with the store: {states}")
+        time.sleep(0.05)

@@ -394,3 +394,46 @@ def test_a_config_with_a_shared_section_gives_the_router_a_redis_state_and_metri
     assert status.connected and status.backend == "redis" and cost == COST
     assert b"costroute_shared_connected{" in text and b"} 1.0" in text
     assert Router(make_config(), validate=False).shared_status() is None
+
+
+def test_a_task_type_cap_refuses_that_type_only_across_replicas(states: Factory) -> None:
+    """A $0.10 daily cap on task type ``json`` over 3 replicas: ``json`` tasks spend
+    exactly $0.10 between them (unshared, each replica would spend its own $0.10) and
+    the rest are refused for budget; ``sql`` tasks on the same model all run."""
+    data: dict[str, Any] = {
+        "models": [{"id": "a", "provider": "p-a", "cost_per_task": COST, "avg_latency_ms": 10}],
+        "routes": {
+            name: {
+                "chain": ["a"],
+                "max_cost_per_task": 1.0,
+                "max_latency_ms": 60_000,
+                "attempts_per_model": 1,
+            }
+            for name in ("json", "sql")
+        },
+        "default_route": "json",
+        "aliases": {},
+        "budget": {"per_task_type_usd": {"json": 10 * COST}},
+    }
+    config = config_from_dict(data)
+
+    async def main() -> list[Any]:
+        routers = await _routers(states(3), config, {"a": FakeProvider(delay_s=0.01)})
+        try:
+            return await asyncio.gather(
+                *(
+                    routers[i % 3].route(Task(f"t{i}", "json" if i % 2 else "sql"))
+                    for i in range(120)
+                )
+            )
+        finally:
+            await _close(routers)
+
+    results = asyncio.run(main())
+    json_ = [r for r in results if r.task_type == "json"]
+    sql = [r for r in results if r.task_type == "sql"]
+    assert len(json_) == len(sql) == 60
+    assert sum(r.success for r in json_) == 10
+    assert math.isclose(sum(r.cost_usd for r in json_), 10 * COST)
+    assert {tuple(r.skips) for r in json_ if not r.success} == {(("a", "budget"),)}
+    assert all(r.success for r in sql)

@@ -21,7 +21,7 @@ from sim.world.scenario import parse_scenario
 PERIOD, WARM, OUTAGE = 0.03, 0.6, 2.0
 
 
-def twin(cap: float | None = None) -> tuple[RouterConfig, object]:
+def twin(cap: float | None = None, budget: dict | None = None) -> tuple[RouterConfig, object]:
     """A config (dead, then backup) and a scenario whose ``dead`` is down (fail-fast
     5xx) from WARM to WARM + OUTAGE; the world is realised by :func:`run`."""
     config = config_from_dict(
@@ -46,6 +46,7 @@ def twin(cap: float | None = None) -> tuple[RouterConfig, object]:
                 "jitter": 0.0,
             },
             **({"budget": {"daily_cap_usd": cap}} if cap else {}),
+            **({"budget": budget} if budget else {}),
         }
     )
     model = {
@@ -74,8 +75,15 @@ def twin(cap: float | None = None) -> tuple[RouterConfig, object]:
     return config, scenario
 
 
-def run(replicas: int, delay: float, *, cap: float | None = None, n: int | None = None):
-    config, scenario = twin(cap)
+def run(
+    replicas: int,
+    delay: float,
+    *,
+    cap: float | None = None,
+    n: int | None = None,
+    budget: dict | None = None,
+):
+    config, scenario = twin(cap, budget)
     total = n or int((WARM + OUTAGE) / PERIOD)
     cols = ReplayColumns(
         [f"t{i:05d}" for i in range(total)],
@@ -139,3 +147,13 @@ def test_sim_replay_takes_replicas_and_a_state_delay(tmp_path: Path) -> None:
         assert summary["tasks"] == 300
     res = runner.invoke(app, ["replay", str(trace), "--state-delay", "-1"])
     assert res.exit_code == 2 and "--state-delay" in res.output
+
+
+def test_a_task_type_cap_is_shared_like_the_daily_cap() -> None:
+    """Remote holds carry their task type: four sharing replicas spend one json cap
+    between them; unshared, each spends its own."""
+    budget = {"per_task_type_usd": {"json": 0.3}}
+    shared = sum(run(4, 0.0, n=400, budget=budget)[0].spend)
+    alone = sum(run(4, math.inf, n=400, budget=budget)[0].spend)
+    assert shared == pytest.approx(0.3)
+    assert alone == pytest.approx(4 * 0.3)
