@@ -85,16 +85,19 @@ def record(
     time_scale: float,
     out: Path,
 ) -> Any:
-    """Record ``n_tasks`` live against the twin; return the records in scenario time."""
+    """Record ``n_tasks`` live against the twin; return ``(records in scenario time, the
+    client stall windows the recording's heartbeat measured)``."""
     t = time.perf_counter()
     info = record_against_twin(
         config, truth, traffic(n_tasks, rate, seed), out, seed=seed, time_scale=time_scale
     )
     served = ", ".join(f"{k} {v:,}" for k, v in sorted(info["served"].items()))
     print(
-        f"recorded {n_tasks:,} tasks in {time.perf_counter() - t:.0f} s (twin answered: {served})"
+        f"recorded {n_tasks:,} tasks in {time.perf_counter() - t:.0f} s (twin answered: {served});"
+        f" client stalls: {len(info['stalls'])}, {info['stalled_s']:.1f} scenario s"
     )
-    return load_records([info["attempts"], info["tasks"]], time_scale=time_scale)
+    records = load_records([info["attempts"], info["tasks"]], time_scale=time_scale)
+    return records, info["stalls"]
 
 
 def _row(
@@ -233,11 +236,12 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory() if args.keep is None else None
     root = Path(tmp.name) if tmp is not None else args.keep
     try:
-        rec = record(
+        rec, stalls = record(
             config, truth, args.tasks, args.rate, args.seed, args.time_scale, root / "calibration"
         )
         t = time.perf_counter()
-        cal = calibrate(rec, config, seed=args.seed)
+        # The client's stalls (the machine's load) are not the provider's: left out.
+        cal = calibrate(rec, config, seed=args.seed, stalls=stalls)
         print(f"calibrated in {time.perf_counter() - t:.1f} s")
         (root / "calibrated.yaml").write_text(cal.yaml_text, encoding="utf-8")
         summary = compare(truth, cal)
@@ -245,7 +249,7 @@ def main() -> None:
             f"completion: mean abs error {summary['completion_mae']:.3f}, "
             f"max {summary['completion_max_err']:.3f} over the observed (model, type) pairs"
         )
-        fresh = record(
+        fresh, fresh_stalls = record(
             config,
             truth,
             args.fresh_tasks,
@@ -255,8 +259,18 @@ def main() -> None:
             root / "fresh",
         )
         t = time.perf_counter()
-        report = validate(fresh, config, split=0.5, replications=args.replications, seed=args.seed)
-        print(f"validated in {time.perf_counter() - t:.1f} s")
+        report = validate(
+            fresh,
+            config,
+            split=0.5,
+            replications=args.replications,
+            seed=args.seed,
+            stalls=fresh_stalls,
+        )
+        print(
+            f"validated in {time.perf_counter() - t:.1f} s ({report.stalled_tasks} test tasks "
+            "left out: the client stalled while they ran)"
+        )
         show_validation(report)
         assert cal.completion is not None
         line = {

@@ -38,8 +38,11 @@ Latency (per model)
     lognormal, gamma, Weibull, 2- and 3-component lognormal mixtures and the
     empirical distribution (kernel-smoothed) by held-out log-likelihood (5 folds, 10
     below 500 values; censored points scored by their survival probability), a near
-    tie going to the simpler family. A mixture or an empirical fit is written as its
-    quantiles (``dist: empirical``): the scenario schema has no mixture. Goodness of
+    tie going to the simpler family, among the families whose held-out values' PITs
+    pass a KS test of uniformity (the likelihood alone can prefer a family that puts a
+    spike on a cluster and the bulk of its CDF in the wrong place). A mixture is written as one
+    (``dist: lognormal_mixture``: weights, mu and sigma per component); an empirical fit
+    as its quantiles (``dist: empirical``). Goodness of
     fit: the Kolmogorov-Smirnov distance of the fit from the Kaplan-Meier estimate
     and the Anderson-Darling statistic of the uncensored values.
 Errors
@@ -665,13 +668,19 @@ class _MixtureF(_Family):
         return max(fits, key=lambda th: self.value_grad(th, ye, yc)[0])
 
 
+#: Significance below which a family's held-out PITs are not uniform (see
+#: :func:`select_family`).
+_PIT_ALPHA = 0.05
 #: Held-out log-likelihood (in total, over every value) within which a simpler family
 #: is preferred: about what an information criterion charges for a few parameters.
 _TIE_NATS = 2.0
 
-#: Quantile points a mixture or an empirical fit is written as (the scenario schema
-#: has no mixture family; its empirical distribution interpolates between quantiles).
+#: Quantile points an empirical fit is written as (the scenario's empirical
+#: distribution interpolates between them).
 _QUANTILE_POINTS = 256
+#: Mixture weights below this are dropped when a mixture is written (see
+#: :meth:`LatencyFit.distribution`).
+_MIN_WEIGHT = 1e-4
 #: Values an empirical fit keeps (beyond, evenly spaced quantiles of them).
 _EMPIRICAL_MAX = 2000
 
@@ -804,7 +813,9 @@ def select_family(
     log-likelihood, a near tie (within :data:`_TIE_NATS` in total) going to the less
     complex one. (Not a one-standard-error rule: with a few outliers, the spread of the
     per-value differences swamps a large, real gain of a mixture over a single
-    family.) The empirical family is a
+    family.) Only families whose held-out PITs (each value's CDF under the fit that did
+    not see it) pass KS against uniform at :data:`_PIT_ALPHA` are candidates, while any
+    does. The empirical family is a
     candidate only when at most 1% of the values are censored (it cannot extend past
     a censored tail), and the 3-component mixture only when the 2-component one beats
     the two-parameter families."""
@@ -824,6 +835,7 @@ def select_family(
         folds = max(folds, 10)
     fold = rng.permutation(n) % folds
     held: dict[str, np.ndarray] = {}
+    pits: dict[str, np.ndarray] = {}
     for name in names:
         if name == "lognormal_mix3" and "lognormal_mix2" in held:
             # Forward selection: three components are tried only when two beat every
@@ -834,6 +846,7 @@ def select_family(
         fam = FAMILIES[name]
         full = fam.fit(x, cens)  # each fold starts here: a few iterations each
         out = np.empty(n)
+        pit = np.full(n, np.nan)
         for j in range(folds):
             test = fold == j
             train = ~test
@@ -842,15 +855,32 @@ def select_family(
                 continue
             th = fam.fit(x[train], cens[train], start=full)
             out[test] = fam.loglik(th, x[test], cens[test])
+            exact = test & ~cens
+            pit[exact] = fam.cdf(th, x[exact])
         held[name] = out
+        pits[name] = pit[np.isfinite(pit)]
     scores = {k: float(v.mean()) for k, v in held.items()}
     best = max(scores, key=lambda k: scores[k])
     se = {
         k: float(np.std(held[best] - held[k], ddof=1) * math.sqrt(n)) / n if n > 1 else 0.0
         for k in held
     }
+    # The likelihood rewards a family for the density it puts where values fall; a
+    # family can win that way (a spike on a cluster) and still place the bulk of its
+    # CDF wrong. The held-out values' PITs under each fold's fit must look uniform
+    # (KS at _PIT_ALPHA); a family whose do not is no candidate while one that passes
+    # exists.
+    fitting = [
+        k
+        for k in held
+        if pits[k].size < 20 or stats.kstest(pits[k], "uniform").pvalue >= _PIT_ALPHA
+    ]
+    if fitting:
+        best = max(fitting, key=lambda k: scores[k])
+    else:
+        fitting = list(held)
     # A near tie goes to the simpler family: within _TIE_NATS of the best in total.
-    ok = [k for k in held if (scores[best] - scores[k]) * n <= _TIE_NATS]
+    ok = [k for k in fitting if (scores[best] - scores[k]) * n <= _TIE_NATS]
     chosen = min(ok, key=lambda k: (FAMILIES[k].complexity, -scores[k]))
     return chosen, scores, se
 
@@ -945,8 +975,10 @@ class LatencyFit:
 
     def distribution(self) -> tuple[dict[str, Any], str]:
         """The base latency as a scenario distribution mapping, and what it is (for the
-        comment). A mixture is written as its quantiles (``dist: empirical``): the
-        scenario schema has no mixture family."""
+        comment). A mixture is written as a ``lognormal_mixture`` (components in order of
+        their medians; a component of weight below :data:`_MIN_WEIGHT` is dropped and the
+        rest renormalised: it would not move a quantile the data can show), an empirical
+        fit as its :data:`_QUANTILE_POINTS` quantiles."""
         th = self.params
         if self.family == "lognormal":
             return {"dist": "lognormal", "mu": th[0], "sigma": math.exp(th[1])}, "lognormal"
@@ -968,15 +1000,21 @@ class LatencyFit:
         fam = FAMILIES[self.family]
         assert isinstance(fam, _MixtureF)
         logw, mu, s = fam.parts(th)
+        weights = np.exp(logw)
+        keep = np.flatnonzero(weights >= _MIN_WEIGHT)
+        keep = keep[np.argsort(mu[keep], kind="stable")]
+        weights = weights[keep] / weights[keep].sum()
         parts = ", ".join(
-            f"{math.exp(w):.2f} x LN(median {math.exp(m):.3g} s, sigma {sd:.2f})"
-            for w, m, sd in zip(logw, mu, s, strict=True)
+            f"{w:.2f} x LN(median {math.exp(m):.3g} s, sigma {sd:.2f})"
+            for w, m, sd in zip(weights, mu[keep], s[keep], strict=True)
         )
-        what = (
-            f"{fam.k}-component lognormal mixture ({parts}) written as its "
-            f"{_QUANTILE_POINTS} quantiles (the scenario schema has no mixture)"
-        )
-        return {"dist": "empirical", "samples_s": fam.ppf(th, u).tolist()}, what
+        mapping = {
+            "dist": "lognormal_mixture",
+            "weights": [float(x) for x in weights],
+            "mu": [float(x) for x in mu[keep]],
+            "sigma": [float(x) for x in s[keep]],
+        }
+        return mapping, f"{fam.k}-component lognormal mixture ({parts})"
 
     def gof(self) -> str:
         """The goodness-of-fit note: KS against Kaplan-Meier, and AD."""
@@ -1768,6 +1806,17 @@ def _mean_of(mapping: dict[str, Any]) -> float:
 _STALL_SLACK_S = 10.0
 
 
+def _merge_windows(windows: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Overlapping or touching ``(start, end)`` windows merged, sorted."""
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted((float(a), float(b)) for a, b in windows):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
 def client_stalls(
     episodes: dict[str, list[Episode]], providers_seen: int
 ) -> list[tuple[float, float]]:
@@ -2175,6 +2224,7 @@ def calibrate(
     name: str = "calibrated",
     seed: int = 0,
     profile: bool = False,
+    stalls: Sequence[tuple[float, float]] = (),
 ) -> Calibration:
     """Fit a scenario from ``records`` (see the module docstring for the methods).
 
@@ -2182,7 +2232,10 @@ def calibrate(
     (models of one provider share an outage process) and, for config models the
     records never called, a scenario model from the profile (said so in the YAML).
     ``seed`` seeds the held-out splits and bootstraps (the result is deterministic).
-    ``profile``: profile-likelihood CIs for the difficulty (slower). Returns a
+    ``profile``: profile-likelihood CIs for the difficulty (slower). ``stalls``:
+    windows ``(start_s, end_s)`` in which the recording client is *known* to have
+    stalled (measured by the harness, e.g. ``record_against_twin``'s ``"stalls"``), left
+    out like the stalls the fit infers. Returns a
     :class:`Calibration` whose :attr:`~Calibration.scenario` is the rendered YAML
     loaded back by the scenario loader. Raises :class:`InputError` (one line) when the
     records cannot be calibrated from (e.g. no call was ever answered).
@@ -2220,13 +2273,14 @@ def calibrate(
         ]
         for key, c in calls_of.items()
     }
-    stalls = client_stalls(detected, len(groups))
+    stalls = _merge_windows([*client_stalls(detected, len(groups)), *stalls])
     if stalls:
         notes.append(
-            f"{len(stalls)} window(s) in which several providers timed out at once "
+            f"{len(stalls)} window(s) in which the recording client stalled (several "
+            "providers timed out at once, or the harness measured it) "
             f"({', '.join(f'{a:.0f}-{b:.0f} s' for a, b in stalls[:5])}"
-            f"{', ...' if len(stalls) > 5 else ''}): the recording client stalled, not a "
-            "provider; left out of the outages, error rates and censored latencies"
+            f"{', ...' if len(stalls) > 5 else ''}): not a provider; calls in flight then "
+            "are left out of the outages, error rates and latencies"
         )
     outages = {
         key: fit_outages(key, groups[key], c, seed=seed, exclude=stalls)
@@ -2275,9 +2329,13 @@ def _fit_model(
     outcome = calls.get_column("outcome").to_numpy()
     counts = {k: int(v) for k, v in zip(*np.unique(outcome, return_counts=True), strict=True)}
     starts = calls.get_column("start_s").to_numpy()
-    down = outage.down_at(starts)
+    lat = calls.get_column("latency_s").to_numpy()
+    # A call in flight while the client stalled (not only one started then) came back
+    # late by the stall: its latency and outcome say nothing about the provider.
+    stalled = np.zeros(starts.size, dtype=bool)
     for lo, hi in stalls:
-        down |= (starts >= lo) & (starts <= hi)
+        stalled |= (starts <= hi) & (starts + np.maximum(lat, 0.0) >= lo)
+    down = outage.down_at(starts) | stalled
     answered = np.isin(outcome, list(ANSWERED))
     fast = np.isin(outcome, list(FAST_FAILURES))
     slow = np.isin(outcome, list(TIMEOUTS))
@@ -2299,7 +2357,6 @@ def _fit_model(
         "observed share of answers that timed out (follows from the latency and the "
         "config's timeouts; not a scenario parameter)",
     )
-    lat = calls.get_column("latency_s").to_numpy()
     ff = np.isin(outcome, list(FAST_FAILURES | {"context_length"})) & (lat > 0)
     if ff.any():
         v = lat[ff]
@@ -2309,9 +2366,9 @@ def _fit_model(
     else:
         ffl = Estimate(0.5, 0, None, "no fast failure recorded: the scenario default")
     # Latency: answers (exact) and timeouts outside outages (right-censored).
-    use = (answered & (lat > 0)) | (slow & ~down & (lat > 0))
+    use = ((answered & ~stalled) | (slow & ~down)) & (lat > 0)
     lat_fit = None
-    if int((answered & (lat > 0)).sum()) >= 2:
+    if int((answered & ~stalled & (lat > 0)).sum()) >= 2:
         pt = calls.get_column("_pt").fill_null(0).to_numpy()[use]
         ct = calls.get_column("_ct").fill_null(0).to_numpy()[use]
         lat_fit = fit_latency(lat[use], pt, ct, slow[use], seed=seed)
@@ -2413,12 +2470,19 @@ def _profile_model(config: RouterConfig, m: str) -> ModelFit:
 
 # -------------------------------------------------------------------------- YAML
 def _flow(mapping: dict[str, Any]) -> str:
-    """A one-line YAML flow mapping of scalars."""
+    """A one-line YAML flow mapping of scalars and lists of numbers (a mixture's
+    components, to 5 significant digits: its weights must still sum to 1 within
+    0.001 when read back)."""
     parts = []
     for k, v in mapping.items():
         if k.startswith("_"):
             continue
-        parts.append(f"{k}: {v}" if isinstance(v, str) else f"{k}: {_num(v)}")
+        if isinstance(v, str):
+            parts.append(f"{k}: {v}")
+        elif isinstance(v, list | tuple):
+            parts.append(f"{k}: [{', '.join(_num(x, 5) for x in v)}]")
+        else:
+            parts.append(f"{k}: {_num(v)}")
     return "{" + ", ".join(parts) + "}"
 
 

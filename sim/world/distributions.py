@@ -48,6 +48,7 @@ __all__ = [
     "Fixed",
     "Gamma",
     "Lognormal",
+    "LognormalMixture",
     "NonNegativeFloat",
     "PositiveFloat",
     "Probability",
@@ -351,6 +352,122 @@ class Empirical(_Dist):
         return np.sqrt(a[seg] ** 2 + v * (b[seg] ** 2 - a[seg] ** 2))
 
 
+# -------------------------------------------------------------- lognormal mixture
+#: Iteration cap of the mixture's inverse CDF (safeguarded Newton on the log scale:
+#: about 6 steps reach a double's precision; bisection, the fallback, halves a
+#: bracket at most ~40 log units wide, so 100 steps always end).
+_MIXTURE_MAX_STEPS = 100
+_SQRT_2PI = math.sqrt(2.0 * math.pi)
+#: How far a weight sum may stray from 1 (a fitted mixture is written to 4 digits).
+_WEIGHT_SUM_SLACK = 1e-3
+
+
+class LognormalMixture(_Dist):
+    """A finite mixture of lognormals: with probability ``weights[i]``, ``log X ~
+    Normal(mu[i], sigma[i])``.
+
+    ``weights``, ``mu`` and ``sigma`` are lists of one length (1 to 5 components);
+    the weights are positive and sum to 1 (within 0.001: they are normalised). This is
+    what ``sim calibrate`` writes for a multi-modal latency (queueing behind one, two,
+    three requests; a cache hit or miss), in place of a long list of quantiles.
+
+    ``ppf`` inverts the CDF numerically (safeguarded Newton on the log scale, to a
+    double's precision), so one uniform gives one draw, which depends on that uniform
+    alone: the mixture takes part in the world's common random numbers exactly as a
+    one-parameter family does.
+    """
+
+    dist: Literal["lognormal_mixture"] = "lognormal_mixture"
+    weights: list[PositiveFloat]
+    mu: list[FiniteFloat]
+    sigma: list[PositiveFloat]
+
+    _w: np.ndarray = PrivateAttr()
+    _mu: np.ndarray = PrivateAttr()
+    _s: np.ndarray = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _check(self) -> LognormalMixture:
+        k = len(self.weights)
+        if not (1 <= k <= 5 and len(self.mu) == k and len(self.sigma) == k):
+            raise PydanticCustomError(
+                "mixture_params",
+                "lognormal_mixture needs weights, mu and sigma of one length from 1 to 5; "
+                "got {lengths}",
+                {"lengths": f"{k}, {len(self.mu)} and {len(self.sigma)}"},
+            )
+        total = math.fsum(self.weights)
+        if abs(total - 1.0) > _WEIGHT_SUM_SLACK:
+            raise PydanticCustomError(
+                "mixture_params",
+                "lognormal_mixture: weights must sum to 1, got {total}",
+                {"total": round(total, 6)},
+            )
+        self._w = np.asarray(self.weights, dtype=float) / total
+        self._mu = np.asarray(self.mu, dtype=float)
+        self._s = np.asarray(self.sigma, dtype=float)
+        return self
+
+    def cdf(self, x: np.ndarray) -> np.ndarray:
+        """``P(X <= x)`` (0 at and below 0), vectorised."""
+        x = np.asarray(x, dtype=float)
+        lx = np.log(np.maximum(x, 1e-300))[..., None]
+        out = (self._w * special.ndtr((lx - self._mu) / self._s)).sum(axis=-1)
+        return np.where(x > 0, out, 0.0)
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, dtype=float)
+        shape = u.shape
+        u = u.ravel()
+        # The answer's log lies between the lowest and the highest component quantile
+        # at u (the mixture CDF is a weighted mean of the components' CDFs).
+        z = special.ndtri(np.clip(u, 1e-300, 1.0 - 1e-16))[:, None]
+        comp = self._mu + self._s * z
+        lo, hi = comp.min(axis=1), comp.max(axis=1)
+        # Sums over components with numpy's reductions, never a matrix product: BLAS
+        # may sum in another order for another batch size, and a draw must not depend
+        # on its batch.
+        y = (comp * self._w).sum(axis=1)
+        # Safeguarded Newton: a step that leaves the bracket bisects it instead (the
+        # density can be ~0 between modes). Each value stops once it has converged and
+        # is never touched again, so a draw depends on its own uniform only, not on the
+        # batch it came in (the world's common random numbers need that).
+        active = np.flatnonzero(u > 0)
+        for _ in range(_MIXTURE_MAX_STEPS):
+            if active.size == 0:
+                break
+            ya = y[active]
+            za = (ya[:, None] - self._mu) / self._s
+            f = (special.ndtr(za) * self._w).sum(axis=1) - u[active]
+            dens = (np.exp(-0.5 * za * za) * (self._w / self._s)).sum(axis=1) / _SQRT_2PI
+            below = f < 0
+            lo[active] = np.where(below, ya, lo[active])
+            hi[active] = np.where(below, hi[active], ya)
+            la, ha = lo[active], hi[active]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                step = ya - f / dens
+            bad = ~((step >= la) & (step <= ha))
+            hit = f == 0  # exactly there: stay (the bracket's edge is ya itself)
+            new = np.where(hit, ya, np.where(bad, 0.5 * (la + ha), step))
+            y[active] = new
+            done = hit | (np.abs(new - ya) <= 4e-16 * np.maximum(np.abs(ya), 1.0))
+            active = active[~done]
+        out = np.where(u > 0, np.exp(y), 0.0)
+        return out.reshape(shape)
+
+    def mean(self) -> float:
+        return float((self._w * np.exp(self._mu + 0.5 * self._s**2)).sum())
+
+    def _length_biased(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        # x f(x) / mean is again a lognormal mixture: each component's mu shifted by
+        # sigma^2, its weight scaled by the component's mean.
+        m = self._w * np.exp(self._mu + 0.5 * self._s**2)
+        comp = rng.choice(m.size, size=size, p=m / m.sum())
+        return np.exp(
+            self._mu[comp] + self._s[comp] ** 2 + self._s[comp] * rng.standard_normal(size)
+        )
+
+
 # -------------------------------------------------------------------------- fixed
 class Fixed(_Dist):
     """A constant ``value_s`` (a point mass)."""
@@ -369,10 +486,18 @@ class Fixed(_Dist):
 
 
 #: Any of the distributions above.
-Distribution = Lognormal | Gamma | Weibull | Exponential | Empirical | Fixed
+Distribution = Lognormal | Gamma | Weibull | Exponential | Empirical | Fixed | LognormalMixture
 
 #: The ``dist`` tags, in documentation order.
-DIST_TAGS: tuple[str, ...] = ("lognormal", "gamma", "weibull", "exponential", "empirical", "fixed")
+DIST_TAGS: tuple[str, ...] = (
+    "lognormal",
+    "gamma",
+    "weibull",
+    "exponential",
+    "empirical",
+    "fixed",
+    "lognormal_mixture",
+)
 
 
 def distribution_union(classes: dict[str, type[BaseModel]], default: str) -> Any:
@@ -398,7 +523,7 @@ def _check_tags() -> None:
     # Keep DIST_TAGS honest: one tag per class, same spelling.
     tags = tuple(
         c.model_fields["dist"].default
-        for c in (Lognormal, Gamma, Weibull, Exponential, Empirical, Fixed)
+        for c in (Lognormal, Gamma, Weibull, Exponential, Empirical, Fixed, LognormalMixture)
     )
     assert tags == DIST_TAGS, tags
 

@@ -93,6 +93,7 @@ from sim.world.distributions import (
     Fixed,
     Gamma,
     Lognormal,
+    LognormalMixture,
     NonNegativeFloat,
     PositiveFloat,
     Probability,
@@ -125,6 +126,7 @@ _DIST_CLASSES: dict[str, type[BaseModel]] = {
     "exponential": Exponential,
     "empirical": Empirical,
     "fixed": Fixed,
+    "lognormal_mixture": LognormalMixture,
 }
 
 
@@ -182,6 +184,11 @@ class EmpiricalLatency(Empirical, _TokenTerms):
 
 class FixedLatency(Fixed, _TokenTerms):
     """Constant base latency plus size terms."""
+
+
+class LognormalMixtureLatency(LognormalMixture, _TokenTerms):
+    """Lognormal-mixture base latency (what ``sim calibrate`` fits to a multi-modal
+    latency) plus size terms."""
 
 
 #: A time to first token (``dist`` defaults to lognormal, as a flat latency's does).
@@ -243,6 +250,7 @@ _FLAT_LATENCY: dict[str, type[BaseModel]] = {
     "exponential": ExponentialLatency,
     "empirical": EmpiricalLatency,
     "fixed": FixedLatency,
+    "lognormal_mixture": LognormalMixtureLatency,
 }
 
 
@@ -679,6 +687,7 @@ _CUSTOM_ERROR_TYPES = frozenset(
         "lognormal_params",
         "gamma_params",
         "empirical_empty",
+        "mixture_params",
     }
 )
 
@@ -690,18 +699,77 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _path(loc: Sequence[str | int]) -> str:
+def _members(tp: Any) -> list[tuple[str | None, Any]]:
+    """``tp`` without ``Annotated`` wrappers and ``None``: its union members, each with
+    its discriminator tag (None for an untagged type)."""
+    import types
+    import typing
+
+    tag: str | None = None
+    while typing.get_origin(tp) is Annotated:
+        args = typing.get_args(tp)
+        tag = next((m.tag for m in args[1:] if isinstance(m, Tag)), tag)
+        tp = args[0]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [m for a in typing.get_args(tp) if a is not type(None) for m in _members(a)]
+    return [(tag, tp)]
+
+
+def _walk(loc: Sequence[str | int]) -> tuple[str, list[str]]:
+    """The path of ``loc`` as the user wrote it, and the field names known at its last
+    element's parent (the candidates for a did-you-mean).
+
+    Walks the types from :class:`Scenario` so that a discriminated union's tag
+    (``lognormal``, ``tokens``) is recognised as a tag, not a field, and left out of the
+    path. Where the types are lost (a custom validator's location), falls back to
+    leaving out the distribution tags after a distribution field.
+    """
+    import typing
+
+    current: list[tuple[str | None, Any]] | None = [(None, Scenario)]
+    parent_fields: list[str] = []
     parts: list[str] = []
     prev: str | int | None = None
     for item in loc:
         if item == "[key]":
             continue
-        if prev in _DIST_FIELDS and item in DIST_TAGS:
+        if current is None:  # types lost: the old heuristic
+            if not (prev in _DIST_FIELDS and item in DIST_TAGS):
+                parts.append(str(item))
             prev = item
-            continue  # the discriminated-union member, not a field the user wrote
-        parts.append(str(item))
+            continue
+        models = [
+            (t, tp) for t, tp in current if isinstance(tp, type) and issubclass(tp, BaseModel)
+        ]
+        tagged = [(t, tp) for t, tp in current if t is not None and t == item]
+        fields = [n for _, tp in models for n in tp.model_fields]
+        parent_fields = list(dict.fromkeys(fields))
+        if isinstance(item, str) and item in fields:
+            following: list[tuple[str | None, Any]] = []
+            for _, tp in models:
+                field = tp.model_fields.get(item)
+                if field is not None:
+                    following += _members(field.annotation)
+            current = following
+            parts.append(item)
+        elif tagged and len(tagged) < len(current):
+            current = tagged  # the union member chosen by its tag: not a field
+        else:
+            following = []
+            for _, tp in current:
+                origin = typing.get_origin(tp)
+                if origin is dict:
+                    following += _members(typing.get_args(tp)[1])
+                elif origin in (list, tuple) and typing.get_args(tp):
+                    following += _members(typing.get_args(tp)[0])
+            current = following or None
+            parts.append(str(item))
         prev = item
-    return ".".join(parts) or "<top level>"
+    return ".".join(parts) or "<top level>", parent_fields
+
+
+def _path(loc: Sequence[str | int]) -> str:
+    return _walk(loc)[0]
 
 
 def _describe(err: Any) -> str:
@@ -716,7 +784,15 @@ def _describe(err: Any) -> str:
     if kind == "value_error" and msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     if kind == "extra_forbidden":
-        return f"{_path(loc)}: unknown field"
+        import difflib
+
+        path, known = _walk(loc)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6) if loc else []
+        if close:
+            return f"{path}: unknown field (did you mean {close[0]!r}?)"
+        if known:
+            return f"{path}: unknown field (expected one of: {', '.join(known)})"
+        return f"{path}: unknown field"
     if kind == "missing":
         return f"{_path(loc)}: required field is missing"
     if kind == "union_tag_invalid":
@@ -737,10 +813,19 @@ def _describe(err: Any) -> str:
 
 
 def _format_validation_error(source: str, exc: ValidationError) -> str:
-    errors = exc.errors()
+    """One line: the first problem (unknown fields first), and the paths of the others.
+
+    ``my.yaml: models.m1.latncy: unknown field (did you mean 'latency'?) [+1 more:
+    models.m1.latency]``. Unknown fields come first because a typo also makes the
+    intended field "missing", and the typo is the thing to fix.
+    """
+    errors = sorted(exc.errors(), key=lambda e: e.get("type") != "extra_forbidden")
     first = _describe(errors[0])
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{source}: {first}{more}"
+    if len(errors) == 1:
+        return f"{source}: {first}"
+    others = [_describe(e).split(": ", 1)[0] for e in errors[1:]]
+    shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+    return f"{source}: {first} [+{len(others)} more: {shown}]"
 
 
 def parse_scenario(data: Any, source: str = "<scenario>") -> Scenario:

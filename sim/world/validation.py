@@ -332,6 +332,8 @@ class ValidationReport:
     tolerance_rel: float
     calibration: Any  # sim.world.calibration.Calibration
     metrics: list[Metric] = field(default_factory=list)
+    #: Test tasks left out because the recording client stalled while they ran.
+    stalled_tasks: int = 0
 
     @property
     def failed(self) -> list[Metric]:
@@ -364,8 +366,20 @@ class ValidationReport:
             "seed": self.seed,
             "tolerance_pp": self.tolerance_pp,
             "tolerance_rel": self.tolerance_rel,
+            "stalled_tasks": self.stalled_tasks,
             "metrics": {m.name: m.as_dict() for m in self.metrics},
         }
+
+
+def _stalled_tasks(attempts: pl.DataFrame, stalls: Sequence[tuple[float, float]]) -> set[str]:
+    """Tasks with an attempt in flight (``[start_s, start_s + latency_s]``) during one
+    of the ``stalls`` windows."""
+    if not stalls or attempts.height == 0:
+        return set()
+    start = pl.col("start_s")
+    end = start + pl.col("latency_s").fill_null(0.0).clip(lower_bound=0.0)
+    hit = pl.any_horizontal([(start <= hi) & (end >= lo) for lo, hi in stalls])
+    return set(attempts.filter(hit).get_column("task_id").unique().to_list())
 
 
 def _split(records: Any, split: float) -> tuple[Any, Any, pl.DataFrame]:
@@ -399,13 +413,19 @@ def validate(
     tolerance_rel: float = 0.10,
     bootstrap: int = 200,
     calibration: Any = None,
+    stalls: Sequence[tuple[float, float]] = (),
 ) -> ValidationReport:
     """Calibrate on the first ``split`` of ``records`` (a
     :class:`sim.world.calibration.Records`), predict the rest with ``config`` (the config that
     was live) over ``replications`` seeds ``seed, seed + 1, ...`` and compare (see the
     module docstring). ``calibration``: a calibration of the first part made already
-    (it is not redone). Raises :class:`~router.errors.InputError` for a bad argument or
-    records that cannot be split or calibrated.
+    (it is not redone). ``stalls``: windows ``(start_s, end_s)`` in which the recording
+    client is known to have stalled (``record_against_twin``'s ``"stalls"``): the
+    calibration leaves their calls out, and test tasks with an attempt in flight during
+    one are compared on neither side (the live router's clock stopped for them; the
+    simulator's never does), counted in :attr:`ValidationReport.stalled_tasks`. Raises
+    :class:`~router.errors.InputError` for a bad argument or records that cannot be
+    split or calibrated.
     """
     from router.errors import InputError
     from sim.traces.tasks import replay_columns, validate_trace
@@ -423,7 +443,11 @@ def validate(
             f"split {split:g}: one side has no attempts ({train.attempts.height} before, "
             f"{test.attempts.height} after); record more traffic or move the split"
         )
-    cal = calibration if calibration is not None else calibrate(train, config, seed=seed)
+    cal = (
+        calibration
+        if calibration is not None
+        else calibrate(train, config, seed=seed, stalls=stalls)
+    )
     scenario = cal.scenario
     models = [m.id for m in config.models]
     missing = [m for m in models if m not in scenario.models]
@@ -441,7 +465,8 @@ def validate(
     # and rate-limit windows shaped by what came before), and so must the replay.
     full = records.task_table()
     cols = replay_columns(validate_trace(full, source="the recorded tasks"))
-    wanted = set(ids)
+    hit = _stalled_tasks(test.attempts, stalls)
+    wanted = set(ids) - hit
     ids = [t for t in cols.task_ids if t in wanted]
     observed = _task_arrays(test.attempts, ids, models)
     obs_values = _metric_values(observed, models, np.ones(observed.n))
@@ -474,6 +499,7 @@ def validate(
         tolerance_pp=tolerance_pp,
         tolerance_rel=tolerance_rel,
         calibration=cal,
+        stalled_tasks=len(hit),
     )
     for name, obs in obs_values.items():
         kind = _kind_of(name)
@@ -575,6 +601,7 @@ def record_against_twin(
     seed: int = 0,
     time_scale: float = 0.05,
     twin_seed: int | None = None,
+    stall_s: float = 0.2,
 ) -> dict[str, Any]:
     """Route every task of ``trace`` with the live router against a twin serving
     ``scenario``, recording what happened, as a user's deployment would.
@@ -589,7 +616,15 @@ def record_against_twin(
     (:class:`~router.recording.TraceRecorder`) into ``out_dir``, in *wall* seconds:
     read them with ``sim.world.calibration.load_records(..., time_scale=time_scale)``.
     Returns ``{"attempts": path, "tasks": path, "served": twin answer counts,
-    "wall_s": seconds}``. Blocks for about the trace's span x ``time_scale``.
+    "wall_s": seconds, "stalls": [(start_s, end_s), ...], "stalled_s": total}``.
+    Blocks for about the trace's span x ``time_scale``.
+
+    ``stalls`` are the windows, in scenario seconds, in which the router's event loop
+    did not run for more than ``stall_s`` scenario seconds (a heartbeat measures it):
+    on a busy machine the process is descheduled, and every call in flight then comes
+    back ``1 / time_scale`` times later in scenario time -- a timeout the provider
+    never caused. Pass them to :func:`sim.world.calibration.calibrate` and
+    :func:`validate` (``stalls=``), which leave those calls out.
     """
     import asyncio
     import gc
@@ -616,6 +651,19 @@ def record_against_twin(
         spec = {"source": _BUG_SOURCE} if task_type == "bug_patch" else None
         validate_answer(task_type, answer_text("ok", task_type, prompt), spec)
 
+    stalls: list[tuple[float, float]] = []
+
+    async def heartbeat(loop: asyncio.AbstractEventLoop, t0: float, done: asyncio.Event) -> None:
+        # The loop wakes this every tick; waking late by more than stall_s (scenario) is
+        # a stall of the whole process (the twin's thread shares its interpreter).
+        tick = min(0.005, stall_s * time_scale / 4)
+        while not done.is_set():
+            due = loop.time() + tick
+            await asyncio.sleep(tick)
+            late = loop.time() - due
+            if late > stall_s * time_scale:
+                stalls.append(((due - t0) / time_scale, (loop.time() - t0) / time_scale))
+
     async def route_all(live: RouterConfig, twin: TwinServer) -> None:
         clock = _ShiftableClock()
         router = Router(
@@ -638,7 +686,13 @@ def record_against_twin(
             clock.restart()  # ... is the recording's 0 too
             router._t0 = clock()  # the recorder's epoch (read at construction)
             t0 = loop.time()
-            await asyncio.gather(*(one(t) for t in tasks))
+            done = asyncio.Event()
+            beat = asyncio.create_task(heartbeat(loop, t0, done))
+            try:
+                await asyncio.gather(*(one(t) for t in tasks))
+            finally:
+                done.set()
+                await beat
 
     # As sim.twin.fidelity.run_fidelity: freeze the long-lived objects (a full collection
     # would stall both the router and the twin) and shorten the GIL switch interval
@@ -672,4 +726,14 @@ def record_against_twin(
     finally:
         sys.setswitchinterval(switch)
         gc.unfreeze()
-    return {"attempts": attempts_path, "tasks": tasks_path, "served": served, "wall_s": wall}
+    from sim.world.calibration import _merge_windows
+
+    merged = _merge_windows(stalls)
+    return {
+        "attempts": attempts_path,
+        "tasks": tasks_path,
+        "served": served,
+        "wall_s": wall,
+        "stalls": merged,
+        "stalled_s": float(sum(b - a for a, b in merged)),
+    }

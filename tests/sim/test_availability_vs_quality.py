@@ -19,7 +19,13 @@ SEEDS = range(10)
 
 @pytest.fixture(scope="module")
 def traces():
-    return load_traces([TRACES])
+    """The real Azure code trace (8,819 tasks) alone, not with the 43,090-task synthetic
+    two-day trace beside it: the seed sweeps below replay it 40 times. Its margins
+    (measured): the seed config completes 0.956-0.986 at the ten seeds (bound 0.93:
+    the breaker bug this guards cost whole routes, tens of points), the nominal spread is
+    0.005 (bound 0.03), and the pair completes 144-342 more tasks than the better model
+    alone at every seed (a breaker shutting the pair's route would lose hundreds)."""
+    return [t for t in load_traces([TRACES]) if t[0].startswith("azure")]
 
 
 def independent(scenario):
