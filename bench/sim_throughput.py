@@ -1,6 +1,6 @@
-"""Simulator throughput: routed tasks per second, against bare SimPy, and 1M-task memory.
+"""Simulator throughput: routed tasks per second, against bare SimPy, and memory.
 
-Three measurements in one run:
+Measurements in one run:
 
 1. *Routed*: a seeded synthetic trace (:func:`sim.traces.synth.synthesize`, default 100,000
    Poisson tasks at 2.5 tasks/s, about the Azure code trace's rate) replayed with
@@ -10,20 +10,37 @@ Three measurements in one run:
 2. *Baseline*: a plain SimPy M/M/c model of the same number of customers (Poisson
    arrivals, a ``simpy.Resource`` with c servers, exponential service, one process per
    customer): what SimPy itself costs per customer, measured in the same process.
+2b. *Floor*: the honest baseline: bare SimPy with one process and one timeout per
+   task, on the same arrivals as the routed run (an arrival process, and per task a
+   process that waits one exponential service time). A routed task cannot cost less
+   than this while a task is a SimPy-scheduled thing; ``ratio_floor`` = routed / floor.
+   Also routed with the *seed* config (daily cap lifted) at 5 tasks/s, the setting of
+   issue 15's figures (``seed_ratio_floor``).
 3. *Memory*: the peak RSS of a 1,000,000-task replay (``replay([trace], out=...)``,
    what ``sim replay`` does, Parquet output included) run in a child process, so the
    figure is its own: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after it exits. The
    child is started before this process grows (see ``spawn_replay_child``) and also
    reports its own VmHWM as a cross-check.
 
+4. *Big* (``--big``): constant memory and linear time in trace length. For N in
+   ``--big-tasks`` (default 1M and 3M): a synthetic trace of N tasks (written by a child),
+   then ``replay`` of it without and with ``--out``, each in a fresh child whose own
+   peak RSS comes from ``os.wait4`` (this process stays small, so nothing is inherited);
+   reports the time per task (the child's CPU seconds from ``os.wait4``: on a shared
+   machine steadier than wall time, which is reported too), what ``--out`` adds, and
+   the time exponent between the smallest and the largest N (log t2/t1 / log N2/N1).
+
 Prints readable lines, then LAST a JSON object::
 
     {"routed_tasks_per_s": ..., "baseline_tasks_per_s": ..., "ratio": ...,
-     "peak_rss_mib_1m": ...}
+     "floor_tasks_per_s": ..., "ratio_floor": ..., "seed_routed_tasks_per_s": ...,
+     "seed_ratio_floor": ..., "peak_rss_mib_1m": ..., "big": {...} or null}
 
-Targets: ratio >= 0.5; >= 50,000 routed tasks/s on one core; 1M-task replay < 1 GiB.
+Targets: ratio_floor >= 0.4 (issue 15); ratio >= 0.5; 1M-task replay < 1 GiB; with
+``--big``: peak < 1 GiB, ``--out`` adds <= 25%, exponent <= 1.02.
 
     python bench/sim_throughput.py [--tasks 100000] [--skip-1m] [--profile]
+    python bench/sim_throughput.py --skip-1m --big [--big-tasks 1000000,3000000]
 """
 
 from __future__ import annotations
@@ -32,9 +49,12 @@ import argparse
 import cProfile
 import io
 import json
+import math
+import os
 import pstats
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -49,7 +69,7 @@ import yaml
 from router import RouterConfig, config_from_dict, seed_config_path
 from sim.engine.replays import RunOutput, replay, run_trace
 from sim.traces.synth import synthesize
-from sim.traces.tasks import replay_columns, write_trace
+from sim.traces.tasks import ReplayColumns, replay_columns, write_trace
 from sim.world.scenario import load_seed_scenario
 
 #: Mean arrival rate of the synthetic traces: the Azure code trace's 8,819 requests in
@@ -114,12 +134,22 @@ def bench_config() -> RouterConfig:
     return config_from_dict(data, "bench config")
 
 
+def seed_config_uncapped() -> RouterConfig:
+    """The seed config as shipped, with its daily cap lifted (issue 15's setting: the
+    $500/day cap would otherwise reject most of a long trace's tasks)."""
+    data = yaml.safe_load(seed_config_path().read_text(encoding="utf-8"))
+    data["budget"]["daily_cap_usd"] = 1e9
+    return config_from_dict(data, "seed config, cap lifted")
+
+
 # ---------------------------------------------------------------------------- routed
-def routed(tasks: int, seed: int, repeat: int, profile: bool) -> tuple[float, RunOutput]:
-    """Best-of-``repeat`` wall time of one replay of ``tasks`` tasks; its output."""
-    config = bench_config()
+def routed(
+    cols: ReplayColumns, seed: int, repeat: int, profile: bool, config: RouterConfig | None = None
+) -> tuple[float, RunOutput]:
+    """Best-of-``repeat`` wall time of one replay of ``cols``; its output."""
+    config = config or bench_config()
     scenario = load_seed_scenario()
-    cols = replay_columns(synthesize(n_tasks=tasks, rate_per_s=RATE_PER_S, seed=seed))
+    tasks = len(cols)
     best = float("inf")
     out: RunOutput | None = None
     for _ in range(repeat):
@@ -162,6 +192,32 @@ def mmc_baseline(customers: int, servers: int, lam: float, mu: float, seed: int)
     env.process(source())
     env.run()
     return time.perf_counter() - t0
+
+
+def floor_run(arrivals: list[float], mean_service_s: float, seed: int) -> float:
+    """Wall time of bare SimPy: one process and one timeout per task, same arrivals."""
+    rng = random.Random(seed)
+    env = simpy.Environment()
+    rate = 1.0 / mean_service_s
+
+    def task() -> Generator[simpy.Event, Any, None]:
+        yield env.timeout(rng.expovariate(rate))
+
+    def source() -> Generator[simpy.Event, Any, None]:
+        for at in arrivals:
+            delay = at - env.now
+            if delay > 0:
+                yield env.timeout(delay)
+            env.process(task())
+
+    t0 = time.perf_counter()
+    env.process(source())
+    env.run()
+    return time.perf_counter() - t0
+
+
+def floor(arrivals: list[float], seed: int, repeat: int) -> float:
+    return min(floor_run(arrivals, BASELINE_MEAN_SERVICE_S, seed) for _ in range(repeat))
 
 
 def baseline(tasks: int, seed: int, repeat: int) -> float:
@@ -211,7 +267,9 @@ def child_replay(seed: int) -> None:
     if not trace or not out:
         return
     t0 = time.perf_counter()
-    report = replay([trace], config=bench_config(), seed=seed, out=out, figures=False)
+    report = replay(
+        [trace], config=bench_config(), seed=seed, out=None if out == "-" else out, figures=False
+    )
     elapsed = time.perf_counter() - t0
     print(
         json.dumps(
@@ -266,10 +324,17 @@ def main() -> None:
     ap.add_argument("--skip-1m", action="store_true", help="skip the 1M-task memory run")
     ap.add_argument("--rss-tasks", type=int, default=1_000_000, help="tasks in the memory run")
     ap.add_argument("--profile", action="store_true", help="cProfile one routed run")
+    ap.add_argument("--big", action="store_true", help="memory and linearity in trace length")
+    ap.add_argument("--big-tasks", default="1000000,3000000", help="comma-separated N for --big")
     ap.add_argument("--child-replay", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-synth", type=str, default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child_replay:
         child_replay(args.seed)
+        return
+    if args.child_synth:
+        path, n = args.child_synth.rsplit(":", 1)
+        write_trace(synthesize(n_tasks=int(n), rate_per_s=RATE_PER_S, seed=args.seed), path)
         return
     child = None if args.skip_1m else spawn_replay_child(args.seed)
     try:
@@ -282,7 +347,8 @@ def main() -> None:
 
 def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> None:
     """Run the measurements and print the lines, the JSON object last."""
-    seconds, out = routed(args.tasks, args.seed, args.repeat, args.profile)
+    cols = replay_columns(synthesize(n_tasks=args.tasks, rate_per_s=RATE_PER_S, seed=args.seed))
+    seconds, out = routed(cols, args.seed, args.repeat, args.profile)
     s = out.summary
     # Outage periods that began before the last arrival (a shared period is listed once
     # per model of its provider: count it once).
@@ -300,6 +366,27 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
         f"breaker trips {s['breaker_trips']}, outage periods during the trace {len(periods)}, "
         f"failed calls {sum(out.failures):,}"
     )
+    floor_seconds = floor(list(cols.arrival_s), args.seed, args.repeat)
+    floor_rate = args.tasks / floor_seconds
+    print(
+        f"floor:    bare SimPy, one process + one timeout per task, same arrivals: "
+        f"{floor_seconds:.2f} s = {floor_rate:,.0f} tasks/s"
+    )
+    ratio_floor = routed_rate / floor_rate
+    print(f"ratio:    routed / floor = {ratio_floor:.3f} (target >= 0.4)")
+    seed_cols = replay_columns(synthesize(n_tasks=args.tasks, rate_per_s=5.0, seed=args.seed))
+    seed_seconds, seed_out = routed(
+        seed_cols, args.seed, args.repeat, False, config=seed_config_uncapped()
+    )
+    seed_rate = args.tasks / seed_seconds
+    seed_floor_rate = args.tasks / floor(list(seed_cols.arrival_s), args.seed, args.repeat)
+    seed_ratio = seed_rate / seed_floor_rate
+    print(
+        f"seed:     seed config (cap lifted), 5 tasks/s: {seed_rate:,.0f} tasks/s "
+        f"({sum(seed_out.calls) / args.tasks:.2f} calls/task, completion "
+        f"{seed_out.summary['completion_rate']:.4f}); floor {seed_floor_rate:,.0f} tasks/s; "
+        f"ratio {seed_ratio:.3f} (target >= 0.4)"
+    )
     base_seconds = baseline(args.tasks, args.seed, args.repeat)
     base_rate = args.tasks / base_seconds
     print(
@@ -308,7 +395,7 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     )
     ratio = routed_rate / base_rate
     print(
-        f"ratio:    routed / baseline = {ratio:.3f} (target >= 0.5); "
+        f"ratio:    routed / M/M/c baseline = {ratio:.3f} (target >= 0.5); "
         f"routed target >= 50,000 tasks/s"
     )
     peak: float | None = None
@@ -322,16 +409,95 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
         hwm = info.get("vm_hwm_mib")
         if hwm is not None:
             print(f"          cross-check: the child's own VmHWM {hwm:,.0f} MiB")
+    big = big_runs(args) if args.big else None
     print(
         json.dumps(
             {
                 "routed_tasks_per_s": round(routed_rate, 1),
                 "baseline_tasks_per_s": round(base_rate, 1),
                 "ratio": round(ratio, 4),
+                "floor_tasks_per_s": round(floor_rate, 1),
+                "ratio_floor": round(ratio_floor, 4),
+                "seed_routed_tasks_per_s": round(seed_rate, 1),
+                "seed_ratio_floor": round(seed_ratio, 4),
                 "peak_rss_mib_1m": None if peak is None else round(peak, 1),
+                "big": big,
             }
         )
     )
+
+
+# ------------------------------------------------------------------------------- big
+def _child_run(args: list[str], stdin: str) -> tuple[float, float, str]:
+    """Run this script as a child with ``args``: its own peak RSS (MiB), its CPU
+    seconds (user + system: on a shared machine a steadier figure than wall time) and
+    its stdout."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    child.stdin.write(stdin)
+    child.stdin.close()
+    stdout = child.stdout.read()
+    stderr = child.stderr.read()
+    # wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the largest so far).
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{stderr}")
+    return usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, stdout
+
+
+def big_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """Replays of N-task traces without and with --out, each in its own child."""
+    sizes = [int(x) for x in args.big_tasks.split(",") if x.strip()]
+    rows: list[dict[str, Any]] = []
+    # A replay child given no work: its CPU seconds are the start-up every child pays.
+    startup = min(_child_run(["--child-replay"], "")[1] for _ in range(2))
+    print(f"big:      child start-up {startup:.2f} s CPU (subtracted below)")
+    with tempfile.TemporaryDirectory(prefix="sim_bench_big_") as tmp:
+        for n in sizes:
+            trace = Path(tmp) / f"synthetic_{n}.parquet"
+            _child_run(["--child-synth", f"{trace}:{n}", "--seed", str(args.seed)], "")
+            row: dict[str, Any] = {"tasks": n}
+            for label, out in (("plain", "-"), ("out", str(Path(tmp) / f"out_{n}"))):
+                peak, cpu, stdout = _child_run(
+                    ["--child-replay", "--seed", str(args.seed)], f"{trace}\n{out}\n"
+                )
+                info = json.loads(stdout.strip().splitlines()[-1])
+                row[f"{label}_wall_s"] = info["seconds"]
+                # The child's CPU time less its start-up (the imports), so that the
+                # exponent is the replay's own.
+                row[f"{label}_s"] = round(cpu - startup, 2)
+                row[f"{label}_peak_rss_mib"] = round(peak, 1)
+            row["out_overhead"] = round(row["out_s"] / row["plain_s"] - 1.0, 4)
+            rows.append(row)
+            print(
+                f"big:      {n:,} tasks: replay {row['plain_s']} s CPU "
+                f"({1e6 * row['plain_s'] / n:.1f} us/task, peak {row['plain_peak_rss_mib']:,.0f} "
+                f"MiB); with --out {row['out_s']} s CPU (+{100 * row['out_overhead']:.1f}%, target "
+                f"<= 25%; peak {row['out_peak_rss_mib']:,.0f} MiB, target < 1024)"
+            )
+            Path(trace).unlink()
+            shutil.rmtree(Path(tmp) / f"out_{n}", ignore_errors=True)
+    result: dict[str, Any] = {"runs": rows}
+    if len(rows) >= 2:
+        a, b = rows[0], rows[-1]
+        for label in ("plain", "out"):
+            exponent = math.log(b[f"{label}_s"] / a[f"{label}_s"]) / math.log(
+                b["tasks"] / a["tasks"]
+            )
+            result[f"{label}_exponent"] = round(exponent, 4)
+        print(
+            f"big:      time exponent {a['tasks']:,} -> {b['tasks']:,} tasks: replay "
+            f"{result['plain_exponent']:.3f}, with --out {result['out_exponent']:.3f} "
+            f"(target <= 1.02)"
+        )
+    return result
 
 
 if __name__ == "__main__":

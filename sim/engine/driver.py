@@ -1,10 +1,14 @@
 """The simulation driver: SimPy carries out the router policy's answers.
 
-Each task is a SimPy process that runs the same loop as the live driver::
+Each task runs the same loop as the live driver::
 
     run = policy.start(task, env.now)
     action = run.next_action(env.now)
     Call -> a simulated provider call; Wait -> env.timeout; Finish -> record
+
+not as a SimPy process but as callbacks of the events it waits for (:class:`_Job`),
+which is the same schedule at a fraction of the cost; a task whose first action is
+a Finish (budget-rejected, no candidate) creates no event at all.
 
 The policy is :class:`router.RoutingPolicy`, unchanged. The provider side of a
 call follows the scenario's :class:`~sim.world.providers.World` for this seed:
@@ -53,7 +57,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import simpy
 
@@ -78,6 +82,23 @@ _CONTEXT = ErrorKind.CONTEXT_LENGTH
 
 def _untriggered(slot: simpy.Event) -> bool:
     return not slot.triggered
+
+
+#: Trace rows turned into Python objects at a time (see Simulation._load_chunk).
+_CHUNK = 65_536
+
+
+def _chunk(column: Any, lo: int, hi: int) -> list[Any]:
+    """Rows ``lo:hi`` of a trace column (a list, a numpy array or a polars/pyarrow
+    array) as a list of Python objects (str, float, int)."""
+    if isinstance(column, list):
+        return column[lo:hi]
+    part = column[lo:hi]
+    for method in ("tolist", "to_list", "to_pylist"):
+        convert = getattr(part, method, None)
+        if convert is not None:
+            return convert()
+    return list(part)
 
 
 #: How tasks are spread over replicas.
@@ -155,7 +176,7 @@ class _ReplicaLink:
             else:
                 delta = -reserved
             if delta:
-                self._send(r, lambda p, t: p.ledger.apply_remote(model, delta, t))
+                self._send(r, lambda p, t: p.ledger.apply_remote(model, delta, t, task_type))
 
         return hook
 
@@ -251,114 +272,75 @@ class Simulation:
         self.failures = [0] * n
         self.spend = [0.0] * n
 
-    # -- processes -----------------------------------------------------------------
-    def _arrivals(self, cols: ReplayColumns):
+    # -- arrivals and tasks ---------------------------------------------------------
+    # A task is not a SimPy process: it is a small state machine (:class:`_Job`) whose
+    # steps run as callbacks of the events it waits for (a call's timeout, a backoff,
+    # a capacity slot), in exactly the order a process per task ran them, so results
+    # are unchanged to the bit. The same events are created in the same order (SimPy
+    # orders events by time, priority, then creation), and each callback does what the
+    # process did after that ``yield``. The process's own two events carried no
+    # decision: its start was an urgent event run right after the arrival step (after
+    # the next arrival's timeout was scheduled, and tied arrivals' starts in order),
+    # which is when :meth:`_arrive` now starts the tasks; nothing waited on its end. A
+    # task whose route yields no call (budget, no candidate) finishes within its
+    # arrival step, with no event at all.
+    def _arrive(self, _event: simpy.Event | None = None) -> None:
+        """Start every task arriving now (ties, in trace order), after scheduling the
+        next arrival; the trace is turned into Python objects one chunk at a time."""
         env = self.env
-        process = env.process
-        task_proc = self._task
-        ids, arrivals, types = cols.task_ids, cols.arrival_s, cols.task_types
-        pts, cts = cols.prompt_tokens, cols.completion_tokens
-        progress = self.progress
+        now = env.now
+        i = self._next
+        lo = self._lo
+        at_ = self._at
+        starting: list[tuple[int, Task]] = []
+        while i < self._n_tasks:
+            j = i - lo
+            if j >= len(at_):
+                self._load_chunk(i)
+                lo, at_, j = i, self._at, 0
+            at = at_[j]
+            if at - now > 0:
+                env.timeout(at - now).callbacks.append(self._arrive)
+                break
+            starting.append(
+                (i, Task(self._ids[j], self._types[j], None, self._pts[j], self._cts[j], at))
+            )
+            i += 1
+        self._next = i
         n = len(self.policies)
-        pick = self._spread_rng.randrange
-        for i in range(len(ids)):
-            delay = arrivals[i] - env.now
-            if delay > 0:
-                yield env.timeout(delay)
-            task = Task(ids[i], types[i], None, pts[i], cts[i], arrivals[i])
+        begin = self._begin
+        progress = self.progress
+        for i, task in starting:
             if n == 1:
-                process(task_proc(i, task))
+                begin(i, task, 0)
+            elif self.spread == "round_robin":
+                begin(i, task, i % n)
             else:
-                r = i % n if self.spread == "round_robin" else pick(n)
-                process(task_proc(i, task, r))
+                begin(i, task, self._spread_rng.randrange(n))
             if progress is not None and not i & 0x3FFF:
                 progress(i)
 
-    def _task(self, index: int, task: Task, replica: int = 0):
-        env = self.env
-        run = self.policies[replica].start(task, env.now)
-        action = run.next_action(env.now)
-        call = self._call
-        link = self.link
-        while True:
-            kind = type(action)
-            if kind is Call:
-                if link is not None:
-                    reason = link.admit(replica, run, action)
-                    if reason is not None:
-                        action = run.refuse(env.now, reason)
-                        continue
-                outcome = yield from call(action, index, task)
-                action = run.record(outcome, env.now)
-            elif kind is Finish:
-                self.sink.add(action.result)
-                return
-            else:
-                yield env.timeout(action.seconds)
-                action = run.next_action(env.now)
+    def _load_chunk(self, lo: int) -> None:
+        # Only _CHUNK tasks' Python objects exist at once, whatever the trace's length
+        # (its columns may be compact arrays); task types are interned.
+        cols = self._cols
+        hi = min(lo + _CHUNK, self._n_tasks)
+        intern = self._intern
+        self._lo = lo
+        self._ids = _chunk(cols.task_ids, lo, hi)
+        self._at = _chunk(cols.arrival_s, lo, hi)
+        self._types = [intern.setdefault(t, t) for t in _chunk(cols.task_types, lo, hi)]
+        self._pts = _chunk(cols.prompt_tokens, lo, hi)
+        self._cts = _chunk(cols.completion_tokens, lo, hi)
 
-    def _call(self, action: Call, index: int, task: Task):
-        env = self.env
-        world = self.world
-        m = action.model_index
-        site = self.sites[m]
-        start = env.now
-        self.calls[m] += 1
-        timeout = action.timeout_s
-        # 1-2. rate limit and outage at arrival (sim.world.site, shared with the twin)
-        refusal = site.arrive(start)
-        if refusal is not None:
-            self.failures[m] += 1
-            if refusal == "rate_limited":
-                lat = RATE_LIMIT_LATENCY_S if RATE_LIMIT_LATENCY_S < timeout else timeout
-                yield env.timeout(lat)
-                return Outcome(_RATE, lat, 0.0, site.retry_after_s)
-            if refusal == "hang":
-                first = self.first_token_s[m]
-                wait = first if first is not None and first < timeout else timeout
-                yield env.timeout(wait)
-                return Outcome(_SILENT, wait, 0.0)
-            lat = world.fail_fast_latency_s(m)
-            lat = lat if lat < timeout else timeout
-            yield env.timeout(lat)
-            return Outcome(_SERVER if lat < timeout else _TIMEOUT, lat, 0.0)
-        # 3. capacity
-        if not site.acquire():
-            slot = env.event()
-            site.wait(slot)
-            expiry = env.timeout(timeout)
-            yield slot | expiry
-            if not slot.triggered:
-                site.queue.remove(slot)
-                self.failures[m] += 1
-                return Outcome(_SILENT, timeout, 0.0)
-            # the slot was handed over by a finishing call: in_use already counts us
-        left = timeout - (env.now - start)
-        # 4. the answer
-        kind, service = site.answer(
-            index, action.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
-        )
-        try:
-            if service >= left:
-                yield env.timeout(left if left > 0 else 0.0)
-                self.failures[m] += 1
-                return Outcome(self.slow_kind[m], env.now - start, 0.0)
-            yield env.timeout(service)
-        finally:
-            self._release(site)
-        latency = env.now - start
-        if kind == "ok":
-            cost = world.cost(m, task.prompt_tokens, task.completion_tokens)
-            self.spend[m] += cost
-            return Outcome(_OK, latency, cost)
-        self.failures[m] += 1
-        if kind == "server_error":
-            return Outcome(_SERVER, latency, 0.0)
-        if kind == "context_length":
-            return Outcome(_CONTEXT, latency, 0.0)
-        cost = world.cost(m, task.prompt_tokens, task.completion_tokens)
-        self.spend[m] += cost
-        return Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)
+    def _begin(self, index: int, task: Task, replica: int) -> None:
+        now = self.env.now
+        run = self.policies[replica].start(task, now)
+        action = run.next_action(now)
+        if type(action) is Finish:
+            self.sink.add(action.result)
+            return
+        _Job(self, index, task, run, replica).drive(action)
 
     @staticmethod
     def _release(site: ProviderSite[simpy.Event]) -> None:
@@ -379,5 +361,191 @@ class Simulation:
 
     def run(self, cols: ReplayColumns) -> None:
         """Replay every task of ``cols`` to completion."""
-        self.env.process(self._arrivals(cols))
-        self.env.run()
+        self._cols = cols
+        self._n_tasks = len(cols.task_ids)
+        self._next = 0
+        self._lo = 0
+        self._ids: list[str] = []
+        self._at: list[float] = []
+        self._intern: dict[str, str] = {}
+        first = self.env.event()
+        first.callbacks.append(self._arrive)
+        first.succeed()
+        try:
+            self.env.run()
+        finally:
+            self._cols = None
+            self._ids = self._at = self._types = self._pts = self._cts = []
+
+
+class _Job:
+    """One task in flight: the routing run and the call it is making.
+
+    The steps of :meth:`drive` and the call's continuations are what the task's SimPy
+    process used to run between its ``yield`` statements (see :meth:`Simulation._arrive`).
+    """
+
+    __slots__ = (
+        "sim",
+        "index",
+        "task",
+        "run",
+        "replica",
+        "m",
+        "site",
+        "start",
+        "timeout",
+        "attempt",
+        "kind",
+        "slot",
+        "outcome",
+    )
+
+    def __init__(self, sim: Simulation, index: int, task: Task, run: TaskRun, replica: int):
+        self.sim = sim
+        self.index = index
+        self.task = task
+        self.run = run
+        self.replica = replica
+        self.slot: simpy.Event | None = None
+
+    def drive(self, action: Call | Finish | Any) -> None:
+        """Carry out ``action`` and what follows until the task must wait or is done."""
+        sim = self.sim
+        run = self.run
+        link = sim.link
+        while True:
+            kind = type(action)
+            if kind is Call:
+                if link is not None:
+                    reason = link.admit(self.replica, run, action)
+                    if reason is not None:
+                        action = run.refuse(sim.env.now, reason)
+                        continue
+                self._call(action)
+                return
+            if kind is Finish:
+                sim.sink.add(action.result)
+                return
+            sim.env.timeout(action.seconds).callbacks.append(self._waited)
+            return
+
+    def _waited(self, _event: simpy.Event) -> None:
+        self.drive(self.run.next_action(self.sim.env.now))
+
+    def _resume(self, outcome: Outcome) -> None:
+        self.drive(self.run.record(outcome, self.sim.env.now))
+
+    def _refused(self, _event: simpy.Event) -> None:
+        self._resume(self.outcome)
+
+    # -- a simulated provider call (the steps of the module docstring) ---------------
+    def _call(self, action: Call) -> None:
+        sim = self.sim
+        env = sim.env
+        m = action.model_index
+        site = sim.sites[m]
+        start = env.now
+        sim.calls[m] += 1
+        timeout = action.timeout_s
+        self.m = m
+        self.site = site
+        self.start = start
+        self.timeout = timeout
+        self.attempt = action.attempt
+        # 1-2. rate limit and outage at arrival (sim.world.site, shared with the twin)
+        refusal = site.arrive(start)
+        if refusal is not None:
+            sim.failures[m] += 1
+            if refusal == "rate_limited":
+                lat = RATE_LIMIT_LATENCY_S if RATE_LIMIT_LATENCY_S < timeout else timeout
+                self.outcome = Outcome(_RATE, lat, 0.0, site.retry_after_s)
+            elif refusal == "hang":
+                first = sim.first_token_s[m]
+                lat = first if first is not None and first < timeout else timeout
+                self.outcome = Outcome(_SILENT, lat, 0.0)
+            else:
+                lat = sim.world.fail_fast_latency_s(m)
+                lat = lat if lat < timeout else timeout
+                self.outcome = Outcome(_SERVER if lat < timeout else _TIMEOUT, lat, 0.0)
+            env.timeout(lat).callbacks.append(self._refused)
+            return
+        # 3. capacity
+        if not site.acquire():
+            slot = env.event()
+            site.wait(slot)
+            self.slot = slot
+            (slot | env.timeout(timeout)).callbacks.append(self._queued)
+            return
+        # 4. the answer (ProviderSite.answer, called on the world directly: one call
+        # less on the hottest path)
+        task = self.task
+        kind, service = sim.world.attempt(
+            m, self.index, action.attempt, task.task_type, task.prompt_tokens,
+            task.completion_tokens,
+        )  # fmt: skip
+        if service >= timeout:  # nothing queued: all of the timeout is left
+            env.timeout(timeout if timeout > 0 else 0.0).callbacks.append(self._too_slow)
+            return
+        self.kind = kind
+        env.timeout(service).callbacks.append(self._answered)
+
+    def _queued(self, _event: simpy.Event) -> None:
+        slot = self.slot
+        self.slot = None
+        if not slot.triggered:  # type: ignore[union-attr]
+            self.site.queue.remove(slot)
+            self.sim.failures[self.m] += 1
+            self._resume(Outcome(_SILENT, self.timeout, 0.0))
+            return
+        # the slot was handed over by a finishing call: in_use already counts us
+        self._answer()
+
+    def _answer(self) -> None:
+        env = self.sim.env
+        left = self.timeout - (env.now - self.start)
+        # 4. the answer
+        task = self.task
+        kind, service = self.site.answer(
+            self.index, self.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
+        )
+        if service >= left:
+            env.timeout(left if left > 0 else 0.0).callbacks.append(self._too_slow)
+            return
+        self.kind = kind
+        env.timeout(service).callbacks.append(self._answered)
+
+    def _too_slow(self, _event: simpy.Event) -> None:
+        sim = self.sim
+        m = self.m
+        sim.failures[m] += 1
+        outcome = Outcome(sim.slow_kind[m], sim.env.now - self.start, 0.0)
+        sim._release(self.site)
+        self._resume(outcome)
+
+    def _answered(self, _event: simpy.Event) -> None:
+        sim = self.sim
+        slot = self.site.release(_untriggered)
+        if slot is not None:
+            slot.succeed()  # hand our slot over; in_use stays the same
+        m = self.m
+        now = sim.env.now
+        latency = now - self.start
+        kind = self.kind
+        if kind == "ok":
+            task = self.task
+            cost = sim.world.cost(m, task.prompt_tokens, task.completion_tokens)
+            sim.spend[m] += cost
+            outcome = Outcome(_OK, latency, cost)
+        else:
+            sim.failures[m] += 1
+            if kind == "server_error":
+                outcome = Outcome(_SERVER, latency, 0.0)
+            elif kind == "context_length":
+                outcome = Outcome(_CONTEXT, latency, 0.0)
+            else:
+                task = self.task
+                cost = sim.world.cost(m, task.prompt_tokens, task.completion_tokens)
+                sim.spend[m] += cost
+                outcome = Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)
+        self.drive(self.run.record(outcome, now))

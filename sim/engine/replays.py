@@ -11,32 +11,43 @@ draws (their outage timelines, which describe the providers, are shared).
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
 import os
 import shutil
 import zlib
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from router import RouterConfig, load_seed_config
-from sim.engine.driver import Simulation, Spread
+from sim.engine.driver import Simulation, Spread, _chunk
 from sim.engine.outdir import check_out_dir, new_tmp_dir, replace_dir
 from sim.engine.results import (
     SCALAR_KEYS,
-    TASK_SCHEMA,
     ResultSink,
     combine,
     paired_difference,
     summarize,
+    task_schema,
 )
-from sim.traces.tasks import ReplayColumns, discover_traces, read_trace, replay_columns
+from sim.traces.tasks import (
+    REQUIRED_COLUMNS,
+    ReplayColumns,
+    discover_traces,
+    read_trace,
+    replay_columns,
+)
 from sim.world.scenario import Scenario, load_seed_scenario
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 # Outage timelines are drawn this far past the last arrival: the longest task
 # SLA plus the tail of the longest outage that could still be running.
@@ -59,9 +70,65 @@ class RunOutput:
     breaker_trips: int = 0
 
 
-def load_traces(paths: Sequence[str | os.PathLike[str]]) -> list[tuple[str, ReplayColumns]]:
-    """Discover, read and validate every trace under ``paths`` (name, columns) pairs."""
-    return [(p.name, replay_columns(read_trace(p))) for p in discover_traces(paths)]
+def load_traces(
+    paths: Sequence[str | os.PathLike[str]], *, compact: bool = False
+) -> list[tuple[str, ReplayColumns]]:
+    """Discover, read and validate every trace under ``paths`` (name, columns) pairs.
+
+    ``compact=True``: array columns (:func:`sim.traces.tasks.replay_columns`), for long
+    traces; the replay's results are the same.
+    """
+    out = []
+    for p in discover_traces(paths):
+        df = read_trace(p)
+        cols = replay_columns(df.select(list(REQUIRED_COLUMNS)), compact=compact)
+        del df  # the validated frame (payloads, recorded columns) is not kept
+        out.append((p.name, cols))
+    return out
+
+
+_gc_depth = 0
+
+
+@contextlib.contextmanager
+def quiet_gc() -> Iterator[None]:
+    """Keep the cyclic garbage collector off the hot path of a run.
+
+    On entry every object alive (the loaded traces, config, world) is frozen
+    (:func:`gc.freeze`: never walked again by a collection) and the collector is
+    disabled; on exit, also on an exception, both are undone. A run makes no lasting
+    reference cycles (tasks are freed by reference counting as they finish), while
+    full collections over millions of live objects made long runs super-linear.
+    Nested uses are no-ops.
+    """
+    global _gc_depth
+    if _gc_depth:
+        _gc_depth += 1
+        try:
+            yield
+        finally:
+            _gc_depth -= 1
+        return
+    was_enabled = gc.isenabled()
+    gc.freeze()
+    gc.disable()
+    _gc_depth = 1
+    try:
+        yield
+    finally:
+        _gc_depth = 0
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+
+
+def _text_crc(values: Any, n: int, h: int) -> int:
+    """CRC-32 of ``"\x1f".join(values)`` in UTF-8, over chunks (constant memory)."""
+    step = 1 << 16
+    for lo in range(0, n, step):
+        part = _chunk(values, lo, min(lo + step, n))
+        h = zlib.crc32(("\x1f" if lo else "").encode() + "\x1f".join(part).encode("utf-8"), h)
+    return h if n else zlib.crc32(b"", h)
 
 
 def trace_key(cols: ReplayColumns) -> int:
@@ -75,9 +142,10 @@ def trace_key(cols: ReplayColumns) -> int:
     ``synth-000001, ...`` with other arrivals) get different keys, hence independent
     worlds. The file's bytes are not used: they change with the row order and format.
     """
-    h = zlib.crc32("\x1f".join(cols.task_ids).encode("utf-8"))
+    n = len(cols.task_ids)
+    h = _text_crc(cols.task_ids, n, 0)
     h = zlib.crc32(np.asarray(cols.arrival_s, dtype="<f8").tobytes(), h)
-    h = zlib.crc32("\x1f".join(cols.task_types).encode("utf-8"), h)
+    h = _text_crc(cols.task_types, n, h)
     h = zlib.crc32(np.asarray(cols.prompt_tokens, dtype="<i8").tobytes(), h)
     return zlib.crc32(np.asarray(cols.completion_tokens, dtype="<i8").tobytes(), h)
 
@@ -109,7 +177,8 @@ def run_trace(
     state with that delay (:class:`~sim.engine.driver.Simulation`).
     """
     model_ids = [m.id for m in config.models]
-    horizon = (cols.arrival_s[-1] if cols.arrival_s else 0.0) + _HORIZON_MARGIN_S
+    n_tasks = len(cols.task_ids)
+    horizon = (float(cols.arrival_s[-1]) if n_tasks else 0.0) + _HORIZON_MARGIN_S
     tkey = trace_key(cols) if key == "content" else key
     world = scenario.realize(seed, horizon, model_ids, trace_key=tkey)
     sink = make_sink(model_ids, writer=writer, trace=trace, replication=replication, seed=seed)
@@ -123,7 +192,8 @@ def run_trace(
         state_delay=state_delay,
         spread=spread,
     )
-    sim.run(cols)
+    with quiet_gc():
+        sim.run(cols)
     sink.flush()
     arrays = sink.arrays()
     trips = sim.breaker_trips
@@ -137,7 +207,7 @@ def run_trace(
         budget_alerts=sim.budget_alerts,
     )
     used = {m for r in config.routes.values() for m in r.chain}
-    outages = [o for o in world.outage_intervals() if o[0] in used] if cols.arrival_s else []
+    outages = [o for o in world.outage_intervals() if o[0] in used] if n_tasks else []
     return RunOutput(
         trace,
         replication,
@@ -189,6 +259,7 @@ def merge_streams(
     namespaced id, as :func:`sim.traces.tasks.replay_columns` orders one file. Returns the
     merged columns, each task's file index and the prefix of each file.
     """
+    traces = [(name, _as_lists(cols)) for name, cols in traces]
     names = [str(name) for name, _ in traces]
     stems = [Path(n).stem or n for n in names]
     prefixes = stems if len(set(stems)) == len(stems) else names
@@ -208,6 +279,25 @@ def merge_streams(
         [cols[f].completion_tokens[i] for _, _, f, i in rows],
     )
     return merged, [f for _, _, f, _ in rows], prefixes
+
+
+def _as_lists(cols: ReplayColumns) -> ReplayColumns:
+    """``cols`` with list columns (compact columns converted)."""
+    if isinstance(cols.task_ids, list):
+        return cols
+    n = len(cols.task_ids)
+    return ReplayColumns(
+        *(
+            _chunk(c, 0, n)
+            for c in (
+                cols.task_ids,
+                cols.arrival_s,
+                cols.task_types,
+                cols.prompt_tokens,
+                cols.completion_tokens,
+            )
+        )
+    )
 
 
 class _FileSink(ResultSink):
@@ -232,7 +322,6 @@ class _FileSink(ResultSink):
         self.file_calls = [[0] * n for _ in names]
         self.file_failures = [[0] * n for _ in names]
         self.file_spend = [[0.0] * n for _ in names]
-        self._row_file: list[int] = []
 
     def add(self, r: Any) -> None:
         f = self.file_of[r.task_id]
@@ -244,20 +333,24 @@ class _FileSink(ResultSink):
             self.file_calls[f][m] += 1
             self.file_failures[f][m] += a.kind != "ok"
             self.file_spend[f][m] += a.cost_usd
-        if self.writer is not None:
-            self._row_file.append(f)
         super().add(r)
 
     def flush(self) -> None:
-        rows, files = self._rows, self._row_file
-        if not rows or self.writer is None:
+        """Write the buffered records, one row group per file (in file order), each
+        naming its file as ``trace``."""
+        if self.writer is None or not self._text[0]:
             return
+        import pyarrow as pa
+
+        files = np.frombuffer(self.file, dtype=np.int16)[self._written :].copy()
         stream = self.trace
-        for f in sorted(set(files)):
-            self.trace = self.names[f]
-            self._rows = [r for r, g in zip(rows, files, strict=True) if g == f]
-            super().flush()
-        self.trace, self._rows, self._row_file = stream, [], []
+        try:
+            for f in sorted(set(files.tolist())):
+                self.trace = self.names[f]
+                self.writer.write_table(self._pending_table().filter(pa.array(files == f)))
+        finally:
+            self.trace = stream
+        self._clear_pending()
 
     def file_summary(self, f: int, *, breaker_trips: int, budget_alerts: int) -> dict[str, Any]:
         """The summary of file ``f``'s tasks in the shared run (breaker trips and budget
@@ -275,63 +368,162 @@ class _FileSink(ResultSink):
         )
 
 
-def _one_stream_runs(
-    loaded: Sequence[tuple[str, ReplayColumns]],
-    config: RouterConfig,
-    scenario: Scenario,
-    *,
-    seed: int,
-    replications: int,
+def _one_stream_replication(
+    r: int,
     writer: pq.ParquetWriter | None,
     progress: Callable[[int], None] | None,
+    *,
+    merged: ReplayColumns,
+    file_of: dict[str, int],
+    names: Sequence[str],
+    config: RouterConfig,
+    scenario: Scenario,
+    seed: int,
     key_by_trace: bool,
-    **replica_kw: Any,
-) -> tuple[list[RunOutput], list[dict[str, Any]]]:
-    """Every file merged into one stream through one policy, per replication: the runs,
-    and per replication each file's summary (in ``loaded`` order)."""
-    merged, file_index, _ = merge_streams(loaded)
-    file_of = dict(zip(merged.task_ids, file_index, strict=True))
-    names = [name for name, _ in loaded]
-    runs: list[RunOutput] = []
-    per_file: list[dict[str, Any]] = []
+    replica_kw: dict[str, Any],
+) -> tuple[list[RunOutput], dict[str, dict[str, Any]]]:
+    """Replication ``r`` of every file merged into one stream through one policy: its
+    run, and each file's summary (in ``names`` order)."""
     sinks: list[_FileSink] = []
 
     def make_sink(model_ids: Sequence[str], **kw: Any) -> _FileSink:
         sinks.append(_FileSink(model_ids, file_of=file_of, names=names, **kw))
         return sinks[-1]
 
-    for r in range(replications):
-        base = r * len(merged.task_ids)
+    run = run_trace(
+        merged,
+        config,
+        scenario,
+        seed=seed + r,
+        trace=ONE_STREAM,
+        replication=r,
+        writer=writer,
+        progress=progress,
+        key="content" if key_by_trace else None,
+        make_sink=make_sink,
+        **replica_kw,
+    )
+    sink = sinks[-1]
+    alerts = int(run.summary.get("budget_alerts", 0))
+    files = {
+        name: sink.file_summary(f, breaker_trips=run.breaker_trips, budget_alerts=alerts)
+        for f, name in enumerate(names)
+    }
+    return [run], files
+
+
+def _per_file_replication(
+    r: int,
+    writer: pq.ParquetWriter | None,
+    progress: Callable[[int], None] | None,
+    *,
+    loaded: Sequence[tuple[str, ReplayColumns]],
+    config: RouterConfig,
+    scenario: Scenario,
+    seed: int,
+    key_by_trace: bool,
+    replica_kw: dict[str, Any],
+) -> tuple[list[RunOutput], None]:
+    """Replication ``r`` of each file as its own run, in ``loaded`` order."""
+    runs: list[RunOutput] = []
+    done = 0
+    for name, cols in loaded:
+        base = done
 
         def tick(i: int, base: int = base) -> None:
             if progress is not None:
                 progress(base + i)
 
-        run = run_trace(
-            merged,
-            config,
-            scenario,
-            seed=seed + r,
-            trace=ONE_STREAM,
-            replication=r,
-            writer=writer,
-            progress=tick if progress else None,
-            key="content" if key_by_trace else None,
-            make_sink=make_sink,
-            **replica_kw,
+        runs.append(
+            run_trace(
+                cols,
+                config,
+                scenario,
+                seed=seed + r,
+                trace=name,
+                replication=r,
+                writer=writer,
+                progress=tick if progress else None,
+                key="content" if key_by_trace else None,
+                **replica_kw,
+            )
         )
-        runs.append(run)
-        sink = sinks[-1]
-        alerts = int(run.summary.get("budget_alerts", 0))
-        per_file.append(
-            {
-                name: sink.file_summary(f, breaker_trips=run.breaker_trips, budget_alerts=alerts)
-                for f, name in enumerate(names)
-            }
-        )
-        if progress is not None:
-            progress(base + len(merged.task_ids))
-    return runs, per_file
+        done += len(cols.task_ids)
+    return runs, None
+
+
+# The work of a fork pool's workers: set by the parent just before it forks, so the
+# workers inherit the traces, config and scenario without pickling them.
+_POOL_WORK: Callable[..., Any] | None = None
+_POOL_PARTS: Path | None = None
+
+
+def _pool_replication(r: int) -> tuple[Any, ...]:
+    """In a worker: replication ``r``, its records written to its own part file."""
+    import pyarrow.parquet as pq
+
+    assert _POOL_WORK is not None
+    if _POOL_PARTS is None:
+        return _POOL_WORK(r, None, None)
+    part = _POOL_PARTS / f"part-{r:06d}.parquet"
+    with pq.ParquetWriter(part, task_schema()) as writer:
+        return _POOL_WORK(r, writer, None)
+
+
+def _replications(
+    work: Callable[..., tuple[list[RunOutput], Any]],
+    replications: int,
+    *,
+    jobs: int,
+    writer: pq.ParquetWriter | None,
+    parts: Path | None,
+    progress: Callable[[int], None] | None,
+    tasks_per_replication: int,
+) -> list[tuple[list[RunOutput], Any]]:
+    """``work(r, writer, progress)`` for every replication, in replication order.
+
+    ``jobs`` > 1 runs them in a pool of forked processes, each replication writing its
+    records to a part file under ``parts``; the parent copies the parts' row groups
+    into ``writer`` in replication order, so the output is the same, byte for byte, as
+    one process writing as it goes (every replication has its own seed: a process
+    shares nothing with another but what it inherited).
+    """
+    out: list[tuple[list[RunOutput], Any]] = []
+    if jobs <= 1 or replications == 1:
+        for r in range(replications):
+            base = r * tasks_per_replication
+
+            def tick(i: int, base: int = base) -> None:
+                if progress is not None:
+                    progress(base + i)
+
+            out.append(work(r, writer, tick if progress else None))
+            if progress is not None:
+                progress(base + tasks_per_replication)
+        return out
+    import multiprocessing
+
+    import pyarrow.parquet as pq
+
+    global _POOL_WORK, _POOL_PARTS
+    _POOL_WORK, _POOL_PARTS = work, parts if writer is not None else None
+    try:
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(min(jobs, replications)) as pool:
+            for r, result in enumerate(pool.imap(_pool_replication, range(replications))):
+                out.append(result)
+                if writer is not None and parts is not None:
+                    part = parts / f"part-{r:06d}.parquet"
+                    source = pq.ParquetFile(part)
+                    for g in range(source.num_row_groups):
+                        writer.write_table(source.read_row_group(g))
+                    source.close()
+                    part.unlink()
+                if progress is not None:
+                    progress((r + 1) * tasks_per_replication)
+    finally:
+        _POOL_WORK = _POOL_PARTS = None
+    return out
 
 
 @dataclass
@@ -359,6 +551,7 @@ def replay(
     replicas: int = 1,
     state_delay: float = 0.0,
     spread: Spread = "round_robin",
+    jobs: int = 1,
 ) -> ReplayReport:
     """Replay traces (files or directories, or pre-loaded ``traces``).
 
@@ -383,6 +576,11 @@ def replay(
     propagation delay of ``state_delay`` seconds (0: as through the Redis store;
     ``math.inf``: no sharing); the summary then says ``replicas``, ``state_delay``
     and ``spread``.
+
+    ``jobs`` > 1 runs the replications in that many forked processes (POSIX ``fork``):
+    the summary, the runs and ``tasks.parquet`` are the same, byte for byte, as with
+    ``jobs=1`` (each replication's seed is its own; results are merged in replication
+    order).
     """
     replica_kw: dict[str, Any] = {
         "replicas": replicas,
@@ -391,29 +589,54 @@ def replay(
     }
     if replications < 1:
         raise ValueError(f"replications: expected an integer >= 1, got {replications}")
+    if jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1, got {jobs}")
     config = config or load_seed_config()
     scenario = scenario or load_seed_scenario()
-    loaded = list(traces) if traces is not None else load_traces(paths or [])
+    loaded = list(traces) if traces is not None else load_traces(paths or [], compact=True)
     model_ids = [m.id for m in config.models]
     tmp: Path | None = None
     writer: pq.ParquetWriter | None = None
     if out is not None:
+        import pyarrow.parquet as pq
+
         # Refused before any work when ``out`` is not ours to replace (sim.engine.outdir).
         tmp = new_tmp_dir(check_out_dir(out, flag="out"))
-        writer = pq.ParquetWriter(tmp / "tasks.parquet", TASK_SCHEMA)
+        writer = pq.ParquetWriter(tmp / "tasks.parquet", task_schema())
     try:
-        if one_stream and loaded:
-            runs, per_file = _one_stream_runs(
-                loaded,
-                config,
-                scenario,
-                seed=seed,
-                replications=replications,
-                writer=writer,
-                progress=progress,
-                key_by_trace=key_by_trace,
-                **replica_kw,
+        common: dict[str, Any] = {
+            "config": config,
+            "scenario": scenario,
+            "seed": seed,
+            "key_by_trace": key_by_trace,
+            "replica_kw": replica_kw,
+        }
+        stream = one_stream and bool(loaded)
+        if stream:
+            merged, file_index, _ = merge_streams(loaded)
+            names = [name for name, _ in loaded]
+            work: Callable[..., tuple[list[RunOutput], Any]] = functools.partial(
+                _one_stream_replication,
+                merged=merged,
+                file_of=dict(zip(merged.task_ids, file_index, strict=True)),
+                names=names,
+                **common,
             )
+            per_rep_tasks = len(merged.task_ids)
+        else:
+            work = functools.partial(_per_file_replication, loaded=loaded, **common)
+            per_rep_tasks = sum(len(cols.task_ids) for _, cols in loaded)
+        results = _replications(
+            work,
+            replications,
+            jobs=jobs,
+            writer=writer,
+            parts=tmp,
+            progress=progress,
+            tasks_per_replication=per_rep_tasks,
+        )
+        runs = [run for rep, _ in results for run in rep]
+        if stream:
             per_seed = [x.summary for x in runs]
             summary = combine(per_seed)
             summary["seed"] = seed
@@ -421,58 +644,21 @@ def replay(
             if replicas > 1:
                 summary.update(replica_kw)
             summary["per_trace"] = {
-                name: combine([files[name] for files in per_file]) for name, _ in loaded
+                name: combine([files[name] for _, files in results]) for name, _ in loaded
             }
-            report = ReplayReport(summary, runs, per_seed)
-            if tmp is not None and writer is not None:
-                writer.close()
-                writer = None
-                (tmp / "summary.json").write_text(dump_summary(summary), encoding="utf-8")
-                if figures:
-                    from sim.engine.plots import write_figures
-
-                    write_figures(report, config, tmp)
-                replace_dir(tmp, out)  # type: ignore[arg-type]
-                tmp = None
-            return report
-        runs: list[RunOutput] = []
-        done = 0
-        for r in range(replications):
-            for name, cols in loaded:
-                base = done
-
-                def tick(i: int, base: int = base) -> None:
-                    if progress is not None:
-                        progress(base + i)
-
-                runs.append(
-                    run_trace(
-                        cols,
-                        config,
-                        scenario,
-                        seed=seed + r,
-                        trace=name,
-                        replication=r,
-                        writer=writer,
-                        progress=tick if progress else None,
-                        key="content" if key_by_trace else None,
-                        **replica_kw,
-                    )
-                )
-                done += len(cols.task_ids)
-                if progress is not None:
-                    progress(done)
-        per_seed = [
-            _merge([x for x in runs if x.replication == r], model_ids) for r in range(replications)
-        ]
-        summary = combine(per_seed)
-        summary["seed"] = seed
-        summary["mode"] = "per_file"
-        if replicas > 1:
-            summary.update(replica_kw)
-        summary["per_trace"] = {
-            name: combine([x.summary for x in runs if x.trace == name]) for name, _ in loaded
-        }
+        else:
+            per_seed = [
+                _merge([x for x in runs if x.replication == r], model_ids)
+                for r in range(replications)
+            ]
+            summary = combine(per_seed)
+            summary["seed"] = seed
+            summary["mode"] = "per_file"
+            if replicas > 1:
+                summary.update(replica_kw)
+            summary["per_trace"] = {
+                name: combine([x.summary for x in runs if x.trace == name]) for name, _ in loaded
+            }
         report = ReplayReport(summary, runs, per_seed)
         if tmp is not None and writer is not None:
             writer.close()
@@ -505,8 +691,10 @@ def compare(
     scenario: Scenario | None = None,
     seed: int = 0,
     replications: int = 5,
+    jobs: int = 1,
 ) -> dict[str, dict[str, float]]:
-    """Paired comparison of B − A on the same seeds, per summary metric."""
+    """Paired comparison of B − A on the same seeds, per summary metric (``jobs``:
+    processes per replay, as in :func:`replay`; the figures do not depend on it)."""
     a = replay(
         traces=traces,
         config=config_a,
@@ -514,6 +702,7 @@ def compare(
         seed=seed,
         replications=replications,
         figures=False,
+        jobs=jobs,
     )
     b = replay(
         traces=traces,
@@ -522,6 +711,7 @@ def compare(
         seed=seed,
         replications=replications,
         figures=False,
+        jobs=jobs,
     )
     return {
         key: paired_difference([s[key] for s in a.per_seed], [s[key] for s in b.per_seed])

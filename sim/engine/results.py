@@ -36,37 +36,70 @@ from __future__ import annotations
 import math
 from array import array
 from collections.abc import Sequence
-from typing import Any
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
-from scipy import stats
 
 from router import TaskResult
 
-TASK_SCHEMA = pa.schema(
-    [
-        ("trace", pa.string()),
-        ("replication", pa.int32()),
-        ("seed", pa.int64()),
-        ("task_id", pa.string()),
-        ("task_type", pa.string()),
-        ("route", pa.string()),
-        ("started_s", pa.float64()),
-        ("success", pa.bool_()),
-        ("model", pa.string()),
-        ("cost_usd", pa.float64()),
-        ("latency_s", pa.float64()),
-        ("attempts", pa.int32()),
-        ("models_tried", pa.string()),
-        ("failures", pa.string()),
-        ("skips", pa.string()),
-        ("error", pa.string()),
-        ("fell_back", pa.bool_()),
-        ("first_candidate", pa.string()),
-    ]
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+# pyarrow and scipy are imported when first needed (writing Parquet, a CI), not with
+# this module: ``sim --help`` and a replay without ``--out`` start without them.
+_TASK_FIELDS: tuple[tuple[str, str], ...] = (
+    ("trace", "string"),
+    ("replication", "int32"),
+    ("seed", "int64"),
+    ("task_id", "string"),
+    ("task_type", "string"),
+    ("route", "string"),
+    ("started_s", "float64"),
+    ("success", "bool_"),
+    ("model", "string"),
+    ("cost_usd", "float64"),
+    ("latency_s", "float64"),
+    ("attempts", "int32"),
+    ("models_tried", "string"),
+    ("failures", "string"),
+    ("skips", "string"),
+    ("error", "string"),
+    ("fell_back", "bool_"),
+    ("first_candidate", "string"),
 )
+
+
+#: Columns of a per-task record buffered as Python values (the rest come from arrays).
+_TEXT_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "task_type",
+    "route",
+    "model",
+    "attempts",
+    "models_tried",
+    "failures",
+    "skips",
+    "error",
+    "first_candidate",
+)
+
+
+@lru_cache(maxsize=1)
+def task_schema() -> pa.Schema:
+    """The Arrow schema of ``tasks.parquet`` (one row per task)."""
+    import pyarrow as pa
+
+    return pa.schema([(name, getattr(pa, kind)()) for name, kind in _TASK_FIELDS])
+
+
+def __getattr__(name: str) -> Any:
+    # TASK_SCHEMA stays importable by name without importing pyarrow with the module.
+    if name == "TASK_SCHEMA":
+        return task_schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Why a failed task failed (TaskResult.error); index 0 is "succeeded".
 ERRORS: tuple[str, ...] = (
@@ -120,7 +153,15 @@ SCALAR_KEYS: tuple[str, ...] = (
 
 
 class ResultSink:
-    """Collects finished tasks of one run; optionally streams them to Parquet."""
+    """Collects finished tasks of one run; optionally streams them to Parquet.
+
+    Nothing of a :class:`TaskResult` is kept after :meth:`add`: its numbers go into
+    compact arrays (for the summary) and, with a writer, its per-task record into
+    column buffers (strings and the numbers' positions), written as one Parquet row
+    group every :attr:`CHUNK` tasks and by :meth:`flush`. So the sink holds no
+    per-task Python objects beyond one chunk, and the garbage collector has nothing
+    of it to walk.
+    """
 
     CHUNK = 65_536
 
@@ -152,78 +193,106 @@ class ResultSink:
         self.route_names: list[str] = []
         self._route_code: dict[str, int] = {}
         self.route = array("h")
-        self._rows: list[TaskResult] = []
+        # Per-task record columns not held in the arrays above (writer only), and the
+        # first array row not yet written.
+        self._text: tuple[list[Any], ...] = tuple([] for _ in _TEXT_COLUMNS)
+        self._written = 0
 
     def add(self, r: TaskResult) -> None:
+        success = r.success
+        model = r.model
+        first = r.first_candidate
+        attempts = r.attempts
+        skips = r.skips
         self.started.append(r.started_s)
         self.latency.append(r.latency_s)
         self.cost.append(r.cost_usd)
-        self.success.append(r.success)
-        self.fell_back.append(r.success and r.model != r.first_candidate)
-        attempts = r.attempts
+        self.success.append(success)
+        self.fell_back.append(success and model != first)
+        n_attempts = len(attempts)
         retried = False
-        if len(attempts) > 1:
-            seen = set()
+        tried: list[str] | None = None
+        if n_attempts > 1:
+            tried = []
             for a in attempts:
-                if a.model in seen:
+                if a.model in tried:
                     retried = True
-                    break
-                seen.add(a.model)
+                else:
+                    tried.append(a.model)
         self.retried.append(retried)
-        skips = r.skips
         self.budget_hit.append(any(reason == "budget" for _, reason in skips) if skips else False)
-        self.model.append(self.model_index[r.model] if r.model is not None else -1)
-        code = 0 if r.success else _ERROR_CODE.get(r.error or "other", 8)
+        self.model.append(self.model_index[model] if model is not None else -1)
+        error = r.error
+        code = 0 if success else _ERROR_CODE.get(error or "other", 8)
         self.error.append(code)
         cause = 0
         if code == 2:  # no_candidate: which skip reasons emptied the route
             for _, reason in skips:
                 cause |= _SKIP_BIT.get(reason, 0)
         self.cause.append(cause)
-        rc = self._route_code.get(r.route)
+        route = r.route
+        rc = self._route_code.get(route)
         if rc is None:
-            rc = self._route_code[r.route] = len(self.route_names)
-            self.route_names.append(r.route)
+            rc = self._route_code[route] = len(self.route_names)
+            self.route_names.append(route)
         self.route.append(rc)
         if self.writer is not None:
-            self._rows.append(r)
-            if len(self._rows) >= self.CHUNK:
+            task_id, task_type, route_, model_, n_, tried_, failures, skips_, error_, first_ = (
+                self._text
+            )
+            task_id.append(r.task_id)
+            task_type.append(r.task_type)
+            route_.append(route)
+            model_.append(model)
+            n_.append(n_attempts)
+            if tried is None:
+                tried_.append(attempts[0].model if n_attempts else "")
+            else:
+                tried_.append(",".join(tried))
+            failures.append(
+                ",".join(f"{a.model}:{a.kind}" for a in attempts if a.kind != "ok")
+                if n_attempts and (n_attempts > 1 or not success)
+                else ""
+            )
+            skips_.append(",".join(f"{m}:{why}" for m, why in skips) if skips else "")
+            error_.append(error)
+            first_.append(first)
+            if len(task_id) >= self.CHUNK:
                 self.flush()
 
+    def _pending_table(self) -> pa.Table:
+        """The records added since the last write, as one table of :func:`task_schema`."""
+        import pyarrow as pa
+
+        lo = self._written
+        n = len(self.started) - lo
+        text = dict(zip(_TEXT_COLUMNS, self._text, strict=True))
+        # Copies: a view would pin the growing buffers (they cannot resize while exported).
+        columns: dict[str, Any] = {
+            "trace": [self.trace] * n,
+            "replication": [self.replication] * n,
+            "seed": [self.seed] * n,
+            "started_s": np.frombuffer(self.started, dtype=np.float64)[lo:].copy(),
+            "success": np.frombuffer(self.success, dtype=np.bool_)[lo:].copy(),
+            "cost_usd": np.frombuffer(self.cost, dtype=np.float64)[lo:].copy(),
+            "latency_s": np.frombuffer(self.latency, dtype=np.float64)[lo:].copy(),
+            "fell_back": np.frombuffer(self.fell_back, dtype=np.bool_)[lo:].copy(),
+            **text,
+        }
+        schema = task_schema()
+        return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+
+    def _clear_pending(self) -> None:
+        self._written = len(self.started)
+        for column in self._text:
+            column.clear()
+
     def flush(self) -> None:
-        """Write buffered per-task records to the Parquet writer."""
-        rows = self._rows
-        if not rows or self.writer is None:
+        """Write buffered per-task records to the Parquet writer (one row group)."""
+        if self.writer is None or not self._text[0]:
             return
-        n = len(rows)
-        table = pa.table(
-            {
-                "trace": [self.trace] * n,
-                "replication": [self.replication] * n,
-                "seed": [self.seed] * n,
-                "task_id": [r.task_id for r in rows],
-                "task_type": [r.task_type for r in rows],
-                "route": [r.route for r in rows],
-                "started_s": [r.started_s for r in rows],
-                "success": [r.success for r in rows],
-                "model": [r.model for r in rows],
-                "cost_usd": [r.cost_usd for r in rows],
-                "latency_s": [r.latency_s for r in rows],
-                "attempts": [len(r.attempts) for r in rows],
-                "models_tried": [",".join(r.models_tried) for r in rows],
-                "failures": [
-                    ",".join(f"{a.model}:{a.kind}" for a in r.attempts if a.kind != "ok")
-                    for r in rows
-                ],
-                "skips": [",".join(f"{m}:{why}" for m, why in r.skips) for r in rows],
-                "error": [r.error for r in rows],
-                "fell_back": [r.fell_back for r in rows],
-                "first_candidate": [r.first_candidate for r in rows],
-            },
-            schema=TASK_SCHEMA,
-        )
-        self.writer.write_table(table)
-        self._rows = []
+        self.writer.write_table(self._pending_table())
+        self._clear_pending()
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The compact columns as numpy arrays."""
@@ -332,6 +401,18 @@ def summarize(
     }
 
 
+def _route_codes(routes: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The distinct route names, sorted, and each task's index into them (what
+    ``np.unique(routes.astype(str), return_inverse=True)`` gives, without a text copy
+    of every task's route: a run has a handful of routes and millions of tasks)."""
+    values = routes.tolist()
+    names = sorted({str(v) for v in set(values)})
+    index = {name: j for j, name in enumerate(names)}
+    for v in set(values):
+        index.setdefault(v, index[str(v)])
+    return names, np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+
+
 def _cause_name(mask: int) -> str:
     return "+".join(r for r, bit in _SKIP_BIT.items() if mask & bit) or "none"
 
@@ -349,8 +430,8 @@ def _failure_breakdown(
     per_route: dict[str, dict[str, Any]] = {}
     routes = arrays["route"]
     if routes.size:
-        names, inverse = np.unique(routes.astype(str), return_inverse=True)
-        for j, name in enumerate(names.tolist()):
+        names, inverse = _route_codes(routes)
+        for j, name in enumerate(names):
             mask = inverse == j
             tasks = int(mask.sum())
             done = int(arrays["success"][mask].sum())
@@ -376,13 +457,21 @@ def _diagnose(
     """One line naming the largest single cause of failure, when completion is low."""
     if not failed or completion >= DIAGNOSE_BELOW or "route" not in arrays:
         return None
-    errors, routes = arrays["error"], arrays["route"].astype(str)
-    keys = np.char.add(np.char.add(routes[errors > 0], "|"), errors[errors > 0].astype(str))
-    cause = arrays["cause"][errors > 0]
-    keys = np.char.add(np.char.add(keys, "|"), cause.astype(str))
-    values, counts = np.unique(keys, return_counts=True)
-    top = int(np.argmax(counts))
-    route, code, mask = values[top].split("|")
+    errors = arrays["error"]
+    bad = errors > 0
+    names, inverse = _route_codes(arrays["route"][bad])
+    # Failed tasks counted by (route, error, cause), on integers: text keys for every
+    # failed task took gigabytes on long runs. The top key is the most frequent, a tie
+    # going to the smallest "route|error|cause" text (what sorting the texts gave).
+    triple = (
+        inverse.astype(np.int64) << 24
+        | errors[bad].astype(np.int64) << 16
+        | arrays["cause"][bad].astype(np.int64)
+    )
+    uniq, counts = np.unique(triple, return_counts=True)
+    keys = [f"{names[k >> 24]}|{(k >> 16) & 0xFF}|{k & 0xFFFF}" for k in uniq.tolist()]
+    top = min(range(len(keys)), key=lambda i: (-int(counts[i]), keys[i]))
+    route, code, mask = keys[top].split("|")
     share = counts[top] / failed
     error = ERRORS[int(code)]
     if error == "no_candidate":
@@ -405,8 +494,16 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     if x.size < 2 or not np.all(np.isfinite(x)):
         return m, 0.0
     sd = float(x.std(ddof=1))
-    t = float(stats.t.ppf(0.5 + level / 2, x.size - 1))
+    t = _t_quantile(0.5 + level / 2, int(x.size) - 1)
     return m, t * sd / math.sqrt(x.size)
+
+
+@lru_cache(maxsize=64)
+def _t_quantile(q: float, df: int) -> float:
+    """Student-t quantile (scipy, imported on first use: it costs ~0.4 s to import)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(q, df))
 
 
 def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -447,7 +544,10 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
             },
         }
     seen = [r.get("diagnosis") for r in runs if r.get("diagnosis")]
-    out["diagnosis"] = max(set(seen), key=seen.count) if seen else None
+    # The most frequent line; a tie goes to the earliest replication's (max keeps the
+    # first maximum). Not max(set(seen)): a set's order of strings follows the
+    # per-process hash seed, which made tied diagnoses differ from run to run.
+    out["diagnosis"] = max(seen, key=seen.count) if seen else None
     out["replications"] = len(runs)
     out["ci"] = ci
     return out

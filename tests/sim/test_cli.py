@@ -392,3 +392,25 @@ def test_compare_pairs_on_its_own_seed_stream_by_default(small_trace: Path) -> N
         "--seed", "4", "--seed-offset", "20000",
     )  # fmt: skip
     assert json.loads(res.stdout) == compare(cfg, cfg, traces, seed=20_004, replications=2)
+
+
+def test_replay_spread_chooses_how_tasks_meet_the_replicas(small_trace: Path) -> None:
+    from sim.engine.replays import dump_summary, load_traces
+    from sim.engine.replays import replay as run_replay
+
+    res = sim(
+        "replay", str(small_trace), "--json", "--replicas", "3", "--state-delay", "inf",
+        "--spread", "random",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    traces = load_traces([small_trace])
+    expected = run_replay(traces=traces, replicas=3, state_delay=float("inf"), spread="random")
+    assert res.stdout == dump_summary(expected.summary)
+    assert json.loads(res.stdout)["spread"] == "random"
+    round_robin = run_replay(traces=traces, replicas=3, state_delay=float("inf"))
+    assert round_robin.summary["spread"] == "round_robin"
+    assert dump_summary(round_robin.summary) != res.stdout  # the spread mattered
+    res = sim("replay", str(small_trace), "--replicas", "2", "--spread", "sideways")
+    assert res.returncode == 2
+    expected_error = "error: --spread: expected 'round_robin' or 'random', got 'sideways'"
+    assert res.stderr.strip() == expected_error
