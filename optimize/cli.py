@@ -12,15 +12,16 @@ import time
 import warnings
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from typer.core import TyperCommand, TyperGroup
 
 from optimize.objective import OBJECTIVES, PRESETS
-from router import InputError, RouterConfig, load_config, load_seed_config
-from router.errors import fail_cli, run_cli
+
+if TYPE_CHECKING:
+    from router import RouterConfig
 
 
 def _plain_flags(params: list[Any]) -> list[Any]:
@@ -91,6 +92,17 @@ Seeds (base --seed S): trials train on S + [0, R); the top trials and the base
 config are compared on selection seeds S + 10000 + [0, H) (and --holdout traces);
 the winner and the base config are reported on S + 20000 + [0, H), seeds the
 winner was not chosen on. `sim compare` uses S + 30000 + [0, R) by default.
+The holdout's runs are spread over --jobs workers (the same numbers as one), and
+with --race a candidate stops once its 95% CI, after at least 3 selection seeds,
+lies below the leader's.
+
+Multi-fidelity (--fidelity F1,F2,...): a trial is first replayed on F1 of the
+traffic (contiguous time windows spread over the trace, at their own times, so
+bursts and outages stay; the same training seeds; budget caps scaled to the
+sample), then, if Optuna's pruner (--fidelity-pruner sha | hyperband, reduction
+factor --reduction-factor N) promotes it, on F2, ..., and only then on the full
+trace. Only full-trace trials are ranked, exported or re-run in the holdout.
+In a study file: fidelity: [0.04, 0.12, 0.36], fidelity_pruner, reduction_factor.
 
 Presets (--preset; `optimize presets` lists their settings):
 
@@ -98,6 +110,8 @@ Presets (--preset; `optimize presets` lists their settings):
 
 
 def _config(path: Path | None) -> RouterConfig:
+    from router import load_config, load_seed_config
+
     return load_config(path) if path else load_seed_config()
 
 
@@ -105,6 +119,7 @@ def _load_study(study: str, storage: str | None) -> tuple[Any, str]:
     import optuna
 
     from optimize.storage import open_storage, redact, resolve_storage
+    from router.errors import InputError
 
     url = resolve_storage(storage, study)
     if not Path(url).exists() and "://" not in url:
@@ -231,6 +246,28 @@ def run(
             "--prune/--no-prune", help="Stop trials that fall behind after a replication."
         ),
     ] = True,
+    fidelity: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-fidelity: fractions of the traffic a trial is scored on before the "
+            "full trace, e.g. 0.04,0.12,0.36 (see below; study file key: fidelity)."
+        ),
+    ] = None,
+    fidelity_pruner: Annotated[
+        str | None,
+        typer.Option(help="sha | hyperband: who promotes trials between rungs (default sha)."),
+    ] = None,
+    reduction_factor: Annotated[
+        int | None,
+        typer.Option(help="Each rung keeps about 1/N of the trials reaching it (default 3)."),
+    ] = None,
+    race: Annotated[
+        bool,
+        typer.Option(
+            "--race/--no-race",
+            help="Stop holdout candidates whose CI falls clearly below the leader's.",
+        ),
+    ] = True,
     out: Annotated[
         Path | None,
         typer.Option(help="Figures, summary.json, tuned.yaml (default: studies/<study>/)."),
@@ -246,8 +283,11 @@ def run(
         bool, typer.Option("--json/--no-json", help="Print only the final JSON.")
     ] = False,
 ) -> None:
+    from router.errors import InputError, fail_cli
+
     started = time.perf_counter()
     from optimize.export import load_endpoints, merge_endpoints, write_export
+    from optimize.fidelity import parse_fidelity
     from optimize.objective import make_objective
     from optimize.plots import write_figures
     from optimize.space import SpaceSpec, load_space_spec
@@ -273,6 +313,15 @@ def run(
         if eps:
             base = merge_endpoints(base, eps)
         spec, file_settings = load_space_spec(study_file) if study_file else (SpaceSpec(), {})
+        # The study file's fidelity keys; the flags win over them.
+        file_schedule = file_settings.pop("fidelity", None)
+        schedule = (
+            parse_fidelity(fidelity)
+            if fidelity is not None
+            else parse_fidelity(file_schedule, f"{study_file}: fidelity")
+        )
+        file_pruner = file_settings.pop("fidelity_pruner", "sha")
+        file_factor = file_settings.pop("reduction_factor", 3)
         obj = make_objective(
             objective,
             preset=preset,
@@ -298,6 +347,10 @@ def run(
             top_k=top_k,
             sampler=sampler,
             prune=prune,
+            fidelity=schedule,
+            fidelity_pruner=fidelity_pruner or file_pruner,
+            reduction_factor=reduction_factor if reduction_factor is not None else file_factor,
+            race=race,
         )
         settings.check()
         scn = load_scenario(scenario) if scenario else load_seed_scenario()
@@ -475,6 +528,7 @@ def show(
 
     from optimize.plots import importances, pareto_mask
     from optimize.study import count_trials, space_of
+    from router.errors import InputError, fail_cli
 
     warnings.filterwarnings("ignore", module="optuna")
     try:
@@ -575,6 +629,7 @@ def show(
 def _storages(storage: str | None) -> list[str]:
     """The storages ``optimize list`` reads: the one given, or every journal in studies/."""
     from optimize.storage import STUDIES_DIR, is_url
+    from router.errors import InputError
 
     if storage:
         if not is_url(storage) and not Path(storage).is_file():
@@ -635,6 +690,8 @@ def list_(
     multi-objective study, by net value); holdout winner: the trial chosen on the
     selection seeds and its value on the reporting seeds.
     """
+    from router.errors import InputError, fail_cli
+
     warnings.filterwarnings("ignore", module="optuna")
     import optuna
 
@@ -766,6 +823,7 @@ def export(
         write_export,
     )
     from optimize.study import export_warnings, space_of
+    from router.errors import InputError, fail_cli
 
     warnings.filterwarnings("ignore", module="optuna")
     try:
@@ -841,8 +899,28 @@ def export(
 
 
 def main() -> None:
-    """Entry point of the ``optimize`` command (usage errors: one line, exit 2)."""
-    run_cli(app)
+    """Entry point of the ``optimize`` command (usage errors: one line, exit 2).
+
+    What :func:`router.errors.run_cli` does, without importing it: importing any
+    ``router`` module runs the package's ``__init__`` (pydantic models, the policy),
+    which would double the start-up of ``optimize --help``; the commands import
+    the router when they run.
+    """
+    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+    try:
+        rc = app(standalone_mode=False)
+    except typer.Abort:
+        sys.stderr.write("error: aborted\n")
+        raise SystemExit(130) from None
+    except click_error as exc:
+        message = " ".join(exc.format_message().split())
+        if message:  # empty for "no arguments: show help", which click already printed
+            sys.stderr.write(f"error: {message}\n")
+        raise SystemExit(2) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    if isinstance(rc, int) and rc:
+        raise SystemExit(rc)
 
 
 if __name__ == "__main__":

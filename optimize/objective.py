@@ -75,7 +75,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from router.errors import InputError
+
+def _input_error(message: str) -> Exception:
+    """A :class:`router.errors.InputError`, imported on first use: the presets are read
+    by ``optimize --help``, which should not pay for importing the router package."""
+    from router.errors import InputError as _InputError
+
+    return _InputError(message)
+
 
 OBJECTIVES: tuple[str, ...] = ("net_value", "seed_score", "successes_per_dollar", "multi")
 
@@ -125,7 +132,7 @@ class Objective:
 
     def __post_init__(self) -> None:
         if self.name not in OBJECTIVES:
-            raise InputError(
+            raise _input_error(
                 f"objective: unknown objective {self.name!r} "
                 f"(expected one of {', '.join(OBJECTIVES)})"
             )
@@ -143,10 +150,10 @@ class Objective:
                 or not math.isfinite(v)
                 or v < 0
             ):
-                raise InputError(f"{where}: expected a number >= 0, got {v!r}")
+                raise _input_error(f"{where}: expected a number >= 0, got {v!r}")
         if self.name == "seed_score" or self.name == "successes_per_dollar":
             if self.zero_cost_floor_usd <= 0:
-                raise InputError("objective.zero_cost_floor_usd: expected a number > 0")
+                raise _input_error("objective.zero_cost_floor_usd: expected a number > 0")
 
     @property
     def multi(self) -> bool:
@@ -289,7 +296,7 @@ def make_objective(
     are CLI flags (``None`` values are ignored). Unknown keys raise one-line errors.
     """
     if preset is not None and preset not in PRESETS:
-        raise InputError(
+        raise _input_error(
             f"preset: unknown preset {preset!r} (expected one of {', '.join(PRESETS)})"
         )
     obj = PRESETS[preset].objective if preset else Objective()
@@ -303,17 +310,17 @@ def make_objective(
     }
     for key in settings:
         if key not in known:
-            raise InputError(
+            raise _input_error(
                 f"study file: unknown key {key!r} "
                 f"(expected one of {', '.join(sorted(known))}, space)"
             )
     cons = asdict(obj.constraints)
     raw_cons = settings.pop("constraints", None) or {}
     if not isinstance(raw_cons, Mapping):
-        raise InputError("study file: constraints: expected a mapping")
+        raise _input_error("study file: constraints: expected a mapping")
     for key, v in raw_cons.items():
         if key not in cons:
-            raise InputError(
+            raise _input_error(
                 f"study file: constraints.{key}: unknown constraint "
                 f"(expected one of {', '.join(cons)})"
             )

@@ -96,18 +96,42 @@ Traces = Sequence[tuple[str, ReplayColumns]]
 
 # ----------------------------------------------------------------- evaluation
 class Evaluator:
-    """Replays a fixed set of traces under a config and a seed (one summary per seed)."""
+    """Replays a fixed set of traces under a config and a seed (one summary per seed).
+
+    ``fraction`` < 1 replays a sample of every trace instead
+    (:func:`optimize.fidelity.subsample`, cut once per fraction and kept) with the
+    budget caps scaled by the sample's share of the tasks.
+    """
 
     def __init__(self, traces: Traces, scenario: Scenario) -> None:
         if not traces:
             raise InputError("traces: no task traces to evaluate on")
         self.traces = list(traces)
         self.scenario = scenario
+        self._samples: dict[float, tuple[list[tuple[str, ReplayColumns]], float]] = {}
 
-    def summary(self, config: RouterConfig, seed: int) -> dict[str, Any]:
-        """The merged summary of every trace under one seed."""
+    def sample(self, fraction: float) -> tuple[list[tuple[str, ReplayColumns]], float]:
+        """The traces cut to ``fraction`` of their time, and their share of the tasks."""
+        if fraction >= 1.0:
+            return self.traces, 1.0
+        if fraction not in self._samples:
+            from optimize.fidelity import subsample
+
+            cut = [(name, subsample(cols, fraction)) for name, cols in self.traces]
+            total = sum(len(c.task_ids) for _, c in self.traces)
+            share = sum(len(c.task_ids) for _, c in cut) / max(total, 1)
+            self._samples[fraction] = (cut, share)
+        return self._samples[fraction]
+
+    def summary(self, config: RouterConfig, seed: int, fraction: float = 1.0) -> dict[str, Any]:
+        """The merged summary of every trace (or of their ``fraction`` sample) under one seed."""
+        traces, share = self.sample(fraction)
+        if share < 1.0:
+            from optimize.fidelity import scale_budget
+
+            config = scale_budget(config, share)
         report = replay(
-            traces=self.traces, config=config, scenario=self.scenario, seed=seed, figures=False
+            traces=traces, config=config, scenario=self.scenario, seed=seed, figures=False
         )
         return report.per_seed[0]
 
@@ -157,9 +181,33 @@ class StudySettings:
     top_k: int = 5
     sampler: str = "tpe"
     prune: bool = True
+    #: Fractions of the traffic a trial is scored on before the full trace
+    #: (:mod:`optimize.fidelity`); empty: every trial replays the full trace.
+    fidelity: tuple[float, ...] = ()
+    fidelity_pruner: str = "sha"
+    #: Each fidelity rung keeps about ``1/reduction_factor`` of the trials reaching it.
+    reduction_factor: int = 3
+    #: Race the holdout's candidates (stop those clearly behind; see :func:`holdout`).
+    race: bool = True
 
     def check(self) -> None:
         """One-line errors for settings out of range."""
+        from optimize.fidelity import FIDELITY_PRUNERS, parse_fidelity
+
+        self.fidelity = parse_fidelity(list(self.fidelity))
+        if self.fidelity_pruner not in FIDELITY_PRUNERS:
+            raise InputError(
+                f"--fidelity-pruner: unknown pruner {self.fidelity_pruner!r} "
+                f"(expected one of {', '.join(FIDELITY_PRUNERS)})"
+            )
+        rf = self.reduction_factor
+        if isinstance(rf, bool) or not isinstance(rf, int) or rf < 2:
+            raise InputError(f"--reduction-factor: expected an integer >= 2, got {rf!r}")
+        if self.fidelity and self.objective.multi:
+            raise InputError(
+                "--fidelity: Optuna's pruners rank one objective; a multi-objective study "
+                "runs every trial on the full trace (drop --fidelity)"
+            )
         for key, low in (
             ("trials", 1),
             ("jobs", 1),
@@ -265,19 +313,22 @@ def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
         # Same config, same seeds: the replay would give the same numbers.
         ctx.repeated = True
         trial.set_user_attr("duplicate_of", twin.number)
-        for attr in ("metrics", "seed_values"):
+        for attr in ("metrics", "seed_values", "fidelity", "fidelity_values"):
             if attr in twin.user_attrs:
                 trial.set_user_attr(attr, twin.user_attrs[attr])
         for name, v in twin.constraints.items():
             trial.set_constraint(name, v)
         return list(twin.values) if obj.multi else float(twin.value)
+    seeds = seed_stream("training", s.seed, s.replications)
+    if s.fidelity:
+        _climb_fidelity(ctx, trial, config, seeds)
     summaries: list[dict[str, Any]] = []
     values: list[float] = []
-    for r, seed in enumerate(seed_stream("training", s.seed, s.replications)):
+    for r, seed in enumerate(seeds):
         summary = ctx.evaluator.summary(config, seed)
         summaries.append(summary)
         values.append(obj.value(summary))
-        if not obj.multi and s.prune and s.replications > 1:
+        if not obj.multi and s.prune and s.replications > 1 and not s.fidelity:
             trial.report(float(np.mean(values)), step=r)
             if r < s.replications - 1 and trial.should_prune():
                 trial.set_user_attr("metrics", mean_metrics(summaries))
@@ -289,6 +340,34 @@ def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
         trial.set_constraint(key, v)
     out = obj.values(metrics)
     return out if obj.multi else out[0]
+
+
+def _climb_fidelity(ctx: _Context, trial: Any, config: RouterConfig, seeds: list[int]) -> None:
+    """Score ``config`` on each rung's sample in turn; raise TrialPruned where the pruner says.
+
+    Rung ``j``'s mean objective over the training seeds is reported at step
+    ``reduction_factor ** j`` (:func:`optimize.fidelity.rung_steps`). User attrs:
+    ``fidelity_values`` (one per rung reached) and ``fidelity``, the largest fraction
+    the trial was replayed on (1.0 once it goes on to the full trace).
+    """
+    import optuna
+
+    from optimize.fidelity import rung_steps
+
+    s = ctx.settings
+    reached: list[float] = []
+    for frac, step in zip(s.fidelity, rung_steps(s.fidelity, s.reduction_factor), strict=True):
+        rung = [ctx.evaluator.summary(config, seed, frac) for seed in seeds]
+        value = float(np.mean([s.objective.value(x) for x in rung]))
+        reached.append(value)
+        trial.set_user_attr("fidelity_values", reached)
+        trial.report(value, step=step)
+        if trial.should_prune():
+            trial.set_user_attr("fidelity", frac)
+            # A sample's metrics: only ever shown for this pruned trial, never ranked.
+            trial.set_user_attr("metrics", mean_metrics(rung))
+            raise optuna.TrialPruned()
+    trial.set_user_attr("fidelity", 1.0)
 
 
 def _finished(study: Any) -> list[Any]:
@@ -394,11 +473,14 @@ def _worker(
     storage = open_storage(ctx.storage)
     probe = optuna.load_study(study_name=s.study, storage=storage)
     sampler = make_sampler(s.sampler, _derived_seed(s.seed, worker, len(probe.trials)))
-    pruner = (
-        optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-        if s.prune and not s.objective.multi
-        else optuna.pruners.NopPruner()
-    )
+    if s.fidelity:
+        from optimize.fidelity import make_pruner
+
+        pruner = make_pruner(s.fidelity_pruner, s.fidelity, s.reduction_factor)
+    elif s.prune and not s.objective.multi:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
+    else:
+        pruner = optuna.pruners.NopPruner()
     study = optuna.load_study(study_name=s.study, storage=storage, sampler=sampler, pruner=pruner)
     callbacks = [callback] if callback is not None else None
     while True:
@@ -464,6 +546,16 @@ def _study_attrs(
         "seed": settings.seed,
         "replications": settings.replications,
         "traces": evaluator.fingerprint(),
+        # None without a schedule (and in studies made before schedules existed).
+        "fidelity": (
+            {
+                "schedule": list(settings.fidelity),
+                "pruner": settings.fidelity_pruner,
+                "reduction_factor": settings.reduction_factor,
+            }
+            if settings.fidelity
+            else None
+        ),
     }
 
 
@@ -514,7 +606,7 @@ def create_or_load(
         time.sleep(0.2)
         study = optuna.load_study(study_name=settings.study, storage=storage)
     stored = study.user_attrs
-    for key in ("objective", "seed", "replications", "traces"):
+    for key in ("objective", "seed", "replications", "traces", "fidelity"):
         if stored.get(key) != attrs[key]:
             raise InputError(
                 f"--study {settings.study}: already exists with a different {key} "
@@ -559,23 +651,74 @@ def _pool_summary(args: tuple[dict[str, Any], int]) -> dict[str, Any]:
     return _POOL_EVALUATOR.summary(config_from_dict(data), seed)
 
 
-def _summaries(
-    evaluator: Evaluator, configs: Sequence[RouterConfig], seeds: Sequence[int], jobs: int
-) -> list[list[dict[str, Any]]]:
-    """Summaries for every (config, seed), in parallel forked processes when jobs > 1."""
-    global _POOL_EVALUATOR
-    work = [(c.model_dump(mode="json"), s) for c in configs for s in seeds]
-    if jobs > 1 and "fork" in mp.get_all_start_methods():
-        _POOL_EVALUATOR = evaluator
-        try:
-            with mp.get_context("fork").Pool(jobs) as pool:
-                flat = pool.map(_pool_summary, work, chunksize=1)
-        finally:
-            _POOL_EVALUATOR = None
-    else:
-        flat = [evaluator.summary(c, s) for c in configs for s in seeds]
-    n = len(seeds)
-    return [flat[i * n : (i + 1) * n] for i in range(len(configs))]
+class _Runs:
+    """Summaries of (config, seed) pairs, each simulated once, over ``jobs`` forked workers.
+
+    A pair asked for again (the base config among the candidates, the base config on
+    the reporting seeds once the winner is known) is answered from memory. Every
+    batch is simulated in full before the next is chosen, and a replay depends only
+    on its config and seed, so the summaries are the same for any ``jobs``. The pool
+    is forked on the first batch with more than one new pair and kept until
+    :meth:`close`.
+    """
+
+    def __init__(self, evaluator: Evaluator, jobs: int) -> None:
+        self.evaluator = evaluator
+        self.jobs = jobs if "fork" in mp.get_all_start_methods() else 1
+        self.memo: dict[tuple[str, int], dict[str, Any]] = {}
+        self.simulated = 0
+        self._pool: Any = None
+
+    def __call__(self, pairs: Sequence[tuple[RouterConfig, int]]) -> list[dict[str, Any]]:
+        global _POOL_EVALUATOR
+        keyed = [(config_key(c), c, seed) for c, seed in pairs]
+        todo: dict[tuple[str, int], tuple[RouterConfig, int]] = {}
+        for k, c, seed in keyed:
+            if (k, seed) not in self.memo:
+                todo.setdefault((k, seed), (c, seed))
+        work = list(todo.values())
+        if self.jobs > 1 and len(work) > 1:
+            if self._pool is None:
+                _POOL_EVALUATOR = self.evaluator  # inherited by the forked workers
+                self._pool = mp.get_context("fork").Pool(self.jobs)
+            flat = self._pool.map(
+                _pool_summary, [(c.model_dump(mode="json"), seed) for c, seed in work], chunksize=1
+            )
+        else:
+            flat = [self.evaluator.summary(c, seed) for c, seed in work]
+        self.simulated += len(work)
+        self.memo.update(zip(todo, flat, strict=True))
+        return [self.memo[(k, seed)] for k, _, seed in keyed]
+
+    def close(self) -> None:
+        global _POOL_EVALUATOR
+        if self._pool is not None:
+            self._pool.close()
+            self._pool.join()
+            self._pool = None
+        _POOL_EVALUATOR = None
+
+
+#: Selection seeds every candidate runs before racing may stop it.
+RACE_MIN_SEEDS = 3
+
+
+def _race_drops(
+    objective: Objective, alive: Sequence[int], runs: dict[int, list[dict[str, Any]]]
+) -> list[int]:
+    """Candidates (indices) to stop after this round (:func:`holdout`'s racing rule)."""
+    stats = {}
+    for i in alive:
+        m, h = mean_ci([objective.value(x) for x in runs[i]])
+        stats[i] = (m, h, objective.constraints.feasible(mean_metrics(runs[i])))
+    pool = [i for i in alive if stats[i][2]] or list(alive)
+    leader = max(pool, key=lambda i: (stats[i][0], -i))
+    lm, lh, lfeas = stats[leader]
+    return [
+        i
+        for i in alive
+        if i != leader and stats[i][0] + stats[i][1] < lm - lh and (lfeas or not stats[i][2])
+    ]
 
 
 def select_candidates(
@@ -627,6 +770,7 @@ def holdout(
     replications: int,
     top_k: int,
     jobs: int = 1,
+    race: bool = True,
 ) -> dict[str, Any]:
     """Choose the winner on the selection seeds; report it on fresh reporting seeds.
 
@@ -635,32 +779,76 @@ def holdout(
     are then run on ``replications`` reporting seeds, and every reported number
     (value, CI, paired improvement, metrics, ``feasible``, ``significant``) comes
     from those. ``selection`` keeps what the choice was made on.
+
+    Racing (``race``): the candidates run the selection seeds in rounds, first
+    :data:`RACE_MIN_SEEDS` seeds, then one seed a round. After each round the
+    *leader* is the candidate with the best mean so far among those whose mean
+    metrics hold the constraints so far (among all when none does); a candidate
+    stops when the upper end of its 95% CI (Student t, over the seeds it ran) lies
+    below the lower end of the leader's, unless it holds the constraints so far
+    and the leader does not. Two non-overlapping 95% intervals after at least three
+    common-random-number seeds: a stopped candidate would have needed a reversal
+    far beyond its noise to win. The winner is chosen among the candidates that ran
+    every selection seed; a stopped one is listed with the seeds it ran
+    (``seeds``) and ``stopped: true``. The base config runs every seed (it is the
+    reference for ``selection.base_value``). No pair (config, seed) is simulated
+    twice (the base config among the candidates, the base config on the reporting
+    seeds), and the runs are spread over ``jobs`` forked workers; the rounds and the
+    decisions depend only on the summaries, so the result is the same for any
+    ``jobs``.
     """
     cands = select_candidates(study, space, objective, top_k)
     if not cands:
         raise InputError(f"study {study.study_name!r}: no completed trial to choose from")
     sel_seeds = seed_stream("selection", seed, replications)
-    runs = _summaries(evaluator, [base] + [c.config for c in cands], sel_seeds, jobs)
-    sel_base_vals = [objective.value(s) for s in runs[0]]
-    rows = []
-    for c, summaries in zip(cands, runs[1:], strict=True):
-        vals = [objective.value(s) for s in summaries]
-        rows.append(
-            {
-                "trial": c.trial,
-                "train_value": c.train_value,
-                "mean": float(np.mean(vals)),
-                "feasible": objective.constraints.feasible(mean_metrics(summaries)),
-            }
-        )
-    pool = [r for r in rows if r["feasible"]] or rows
-    win = max(pool, key=lambda r: r["mean"])
-    winner = cands[rows.index(win)]
+    runner = _Runs(evaluator, jobs)
+    try:
+        first = min(RACE_MIN_SEEDS, replications) if race else replications
+        rounds = [sel_seeds[:first]] + [[x] for x in sel_seeds[first:]]
+        alive = list(range(len(cands)))
+        runs: dict[int, list[dict[str, Any]]] = {i: [] for i in alive}
+        base_sel: list[dict[str, Any]] = []
+        stopped: set[int] = set()
+        for seeds in rounds:
+            pairs = [(base, x) for x in seeds]
+            pairs += [(cands[i].config, x) for i in alive for x in seeds]
+            got = runner(pairs)
+            n = len(seeds)
+            base_sel.extend(got[:n])
+            for j, i in enumerate(alive):
+                runs[i].extend(got[n + j * n : n + (j + 1) * n])
+            done = len(runs[alive[0]])
+            if race and RACE_MIN_SEEDS <= done < replications and len(alive) > 1:
+                drop = set(_race_drops(objective, alive, runs))
+                stopped |= drop
+                alive = [i for i in alive if i not in drop]
+        sel_base_vals = [objective.value(x) for x in base_sel]
+        rows = []
+        for i, c in enumerate(cands):
+            vals = [objective.value(x) for x in runs[i]]
+            rows.append(
+                {
+                    "trial": c.trial,
+                    "train_value": c.train_value,
+                    "mean": float(np.mean(vals)),
+                    "feasible": objective.constraints.feasible(mean_metrics(runs[i])),
+                    "seeds": len(vals),
+                    "stopped": i in stopped,
+                }
+            )
+        pool = [r for r in rows if not r["stopped"]]
+        pool = [r for r in pool if r["feasible"]] or pool
+        win = max(pool, key=lambda r: r["mean"])
+        winner = cands[rows.index(win)]
 
-    rep_seeds = seed_stream("reporting", seed, replications)
-    base_runs, win_runs = _summaries(evaluator, [base, winner.config], rep_seeds, jobs)
-    base_vals = [objective.value(s) for s in base_runs]
-    vals = [objective.value(s) for s in win_runs]
+        rep_seeds = seed_stream("reporting", seed, replications)
+        got = runner([(base, x) for x in rep_seeds] + [(winner.config, x) for x in rep_seeds])
+        base_runs, win_runs = got[:replications], got[replications:]
+        simulated = runner.simulated
+    finally:
+        runner.close()
+    base_vals = [objective.value(x) for x in base_runs]
+    vals = [objective.value(x) for x in win_runs]
     metrics = mean_metrics(win_runs)
     m, h = mean_ci(vals)
     diff = paired_difference(base_vals, vals)
@@ -695,7 +883,10 @@ def holdout(
             "base_value": float(np.mean(sel_base_vals)),
             "feasible": win["feasible"],
             "candidates": rows,
+            "raced": race,
         },
+        # Replays the holdout simulated (each (config, seed) pair once).
+        "runs": simulated,
     }
 
 
@@ -807,6 +998,7 @@ def run_study(
         replications=settings.holdout_replications,
         top_k=settings.top_k,
         jobs=settings.jobs,
+        race=settings.race,
     )
     result["holdout_traces"] = ho_eval.fingerprint()
     study.set_user_attr("holdout", result)
@@ -836,6 +1028,9 @@ def run_study(
         "pruned": counts["pruned"],
         "failed": counts["failed"],
         "duplicates": counts["duplicates"],
+        "fidelity": _fidelity_counts(study, settings),
+        "holdout_runs": result["runs"],
+        "stopped_candidates": sum(r["stopped"] for r in result["selection"]["candidates"]),
         "seconds": round(done - started, 3),
         "seconds_study": round(holdout_started - study_started, 3),
         "seconds_holdout": round(done - holdout_started, 3),
@@ -844,6 +1039,21 @@ def run_study(
         "paired": result["paired"],
     }
     return StudyReport(summary, study, space, result)
+
+
+def _fidelity_counts(study: Any, settings: StudySettings) -> dict[str, Any] | None:
+    """A schedule's rungs and how many simulated trials were replayed at each
+    (``trials_per_rung[-1]``: on the full trace); None without a schedule."""
+    if not settings.fidelity:
+        return None
+    rungs = [*settings.fidelity, 1.0]
+    reached = [float(t.user_attrs.get("fidelity", 0.0)) for t in _simulated(study)]
+    return {
+        "schedule": rungs,
+        "pruner": settings.fidelity_pruner,
+        "reduction_factor": settings.reduction_factor,
+        "trials_per_rung": [sum(r >= f for r in reached) for f in rungs],
+    }
 
 
 def _run_parallel(

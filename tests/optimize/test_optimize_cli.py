@@ -188,36 +188,54 @@ def test_run_without_a_terminal_prints_progress_lines_and_the_summary(
     assert Router.from_config(tmp_path / "studies" / "routing" / "tuned.yaml").config == tuned
 
 
+def cli(*args: str, columns: int = 80) -> tuple[int, str, str]:
+    """``optimize ARGS`` in this process (exit code, stdout, stderr): for commands where
+    a subprocess adds nothing but an interpreter start."""
+    from typer.testing import CliRunner
+
+    from optimize.cli import app
+
+    res = CliRunner(env={"COLUMNS": str(columns)}).invoke(app, list(args))
+    return res.exit_code, res.stdout, res.stderr
+
+
 def test_version_presets_and_help(tmp_path: Path) -> None:
+    # The real entry point once (a fresh interpreter: the lazy imports are exercised).
     res = optimize("--version", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == f"optimize (costroute) {metadata.version('costroute')}\n"
-
-    res = optimize("presets", "--json", cwd=tmp_path)
+    res = optimize("--help", cwd=tmp_path, columns=200)
     assert res.returncode == 0, res.stderr
-    data = json.loads(res.stdout)
+    assert "Show this message and exit." in res.stdout and "<bool>" not in res.stdout
+
+    rc, out, err = cli("presets", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
     assert list(data) == list(PRESETS)
     for name, p in PRESETS.items():
         assert data[name]["description"] == p.description
         assert data[name]["objective"] == p.objective.name
-    res = optimize("presets", cwd=tmp_path)
-    assert res.returncode == 0, res.stderr
+    rc, out, err = cli("presets")
+    assert rc == 0, err
     for p in PRESETS.values():
-        assert p.description in res.stdout
+        assert p.description in out
 
-    res = optimize("run", "--help", cwd=tmp_path, columns=200)
-    assert res.returncode == 0, res.stderr
-    flat = " ".join(res.stdout.split())
+    rc, out, err = cli("run", "--help", columns=200)
+    assert rc == 0, err
+    flat = " ".join(out.split())
     for name, p in PRESETS.items():
         assert f"{name}: {' '.join(p.description.split())}" in flat
+    assert "Multi-fidelity (--fidelity F1,F2,...)" in flat
     for cmd in ([], ["run"], ["show"], ["list"], ["export"], ["presets"]):
-        res = optimize(*cmd, "--help", cwd=tmp_path, columns=200)
-        assert res.returncode == 0, res.stderr
-        assert "<bool>" not in res.stdout
-        assert "Show this message and exit." in res.stdout
-    res = optimize("run", "--help", cwd=tmp_path, columns=200)
-    assert re.search(r"--json\s+--no-json\s+Print only the final JSON", res.stdout)
-    assert re.search(r"--prune\s+--no-prune\s+Stop trials", res.stdout)
+        rc, out, err = cli(*cmd, "--help", columns=200)
+        assert rc == 0, err
+        assert "<bool>" not in out
+        assert "Show this message and exit." in out
+    rc, out, _ = cli("run", "--help", columns=200)
+    assert re.search(r"--json\s+--no-json\s+Print only the final JSON", out)
+    assert re.search(r"--prune\s+--no-prune\s+Stop trials", out)
+    assert re.search(r"--race\s+--no-race\s+Stop holdout candidates", out)
+    assert re.search(r"--fidelity\s+<str>\s+Multi-fidelity", out)
 
 
 def test_list_without_studies(tmp_path: Path) -> None:
