@@ -1,7 +1,8 @@
 """The engine: a trace replayed through the router's policy in SimPy.
 
-- :mod:`sim.engine.driver`: :class:`Simulation`, one SimPy process per task carrying
-  out :class:`router.RoutingPolicy`'s answers against a :class:`sim.world.World`;
+- :mod:`sim.engine.driver`: :class:`Simulation`, each task a small state machine on
+  SimPy events carrying out :class:`router.RoutingPolicy`'s answers against a
+  :class:`sim.world.World`;
 - :mod:`sim.engine.replays`: :func:`replay` and :func:`compare` (replications on common
   random numbers, one stream or per-file, ``--out`` directories);
 - :mod:`sim.engine.results`: :class:`ResultSink` (compact per-task arrays),
