@@ -119,8 +119,9 @@ class SpendLedger:
         self.listeners: list[Callable[[BudgetAlert], None]] = []
         self.rejections = 0
         self.reserved_task_type: dict[str, float] = {}
-        #: open holds: number -> (model index, amount, time reserved, task type)
-        self.holds: dict[int, tuple[int, float, float, str]] = {}
+        #: open holds: number -> (model index, amount, time reserved, task type, whether
+        #: it counts in reserved_task_type: only a capped type's holds do)
+        self.holds: dict[int, tuple[int, float, float, str, bool]] = {}
         self._next_hold = 0
         self.stale_dropped = 0
         #: told of every hold that starts and ends (sharing; None: not shared)
@@ -187,7 +188,7 @@ class SpendLedger:
         if self.day is not None:
             self.history[self.day] = self.snapshot()
         self.day = day
-        stale = [h for h, (_, _, at, _) in self.holds.items() if now - at > STALE_RESERVATION_S]
+        stale = [h for h, e in self.holds.items() if now - e[2] > STALE_RESERVATION_S]
         for h in stale:
             self.release(h)
             self.stale_dropped += 1
@@ -252,12 +253,16 @@ class SpendLedger:
         self.reserved_model[model] += amount
         self.reserved_provider[self.model_provider[model]] += amount
         self.reserved_total += amount
-        if task_type:
+        # Only a capped type's reservations are counted (the common case has no task-type
+        # cap, and this is on every call's path); the hold remembers whether it was, so
+        # a cap added by a reload while it is in flight cannot unbalance the count.
+        typed = task_type in self.cap_task_type
+        if typed:
             rt = self.reserved_task_type
             rt[task_type] = rt.get(task_type, 0.0) + amount
         hold = self._next_hold
         self._next_hold = hold + 1
-        self.holds[hold] = (model, amount, now, task_type)
+        self.holds[hold] = (model, amount, now, task_type, typed)
         if self.observer is not None:
             self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, task_type, now)
         return hold
@@ -266,11 +271,11 @@ class SpendLedger:
         entry = self.holds.pop(hold, None)
         if entry is None:
             return None  # already ended (or dropped as stale): ending twice is a no-op
-        model, amount, _, task_type = entry
+        model, amount, _, task_type, typed = entry
         self.reserved_model[model] -= amount
         self.reserved_provider[self.model_provider[model]] -= amount
         self.reserved_total -= amount
-        if task_type:
+        if typed:
             self.reserved_task_type[task_type] -= amount
         if not self.holds:
             # Float residue from many +=/-= must not leave a phantom reservation.
