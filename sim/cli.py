@@ -19,12 +19,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from router import InputError, RouterConfig, load_config, load_seed_config, seed_config_path
-from router.errors import fail_cli, run_cli
+from router.errors import InputError, fail_cli, run_cli
 
 if TYPE_CHECKING:
     import polars as pl
 
+    from router.config import RouterConfig
     from sim.world.scenario import Scenario
 
 app = typer.Typer(
@@ -97,9 +97,13 @@ def _main(
 
 def _config(path: Path | None, flag: str = "--config") -> RouterConfig:
     if path is None:
+        from router.catalog import load_seed_config
+
         return load_seed_config()
     if not path.exists():
         raise InputError(f"{flag}: {path}: no such file; {INIT_HINT}")
+    from router.config import load_config
+
     return load_config(path)
 
 
@@ -499,7 +503,7 @@ def init(
     from importlib import resources
 
     sources = (
-        (seed_config_path(), directory / "router.yaml"),
+        (_seed_config_path(), directory / "router.yaml"),
         (
             Path(str(resources.files("sim") / "data" / "seed_scenario.yaml")),
             directory / "scenario.yaml",
@@ -1023,6 +1027,12 @@ def _print_validation(report) -> None:  # noqa: ANN001 - sim.world.validation.Va
     console.print(
         "all metrics pass (or are within noise)" if not failed else f"failed: {', '.join(failed)}"
     )
+
+
+def _seed_config_path() -> Path:
+    from router.catalog import seed_config_path
+
+    return seed_config_path()
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sim._lazy import lazy_exports
+from router._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from sim.world.calibration import (

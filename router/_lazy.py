@@ -1,9 +1,9 @@
-"""Lazy re-exports (PEP 562) for the ``sim`` packages.
+"""Lazy re-exports (PEP 562) for the ``router`` and ``sim`` packages.
 
 A package's public names are listed once, name -> defining module; a name's module
-is imported the first time the name is read. ``import sim`` and ``sim --help`` thus
-cost no SimPy, SciPy, polars or pyarrow import until something needs them, while
-``from sim import replay`` keeps working.
+is imported the first time the name is read. ``import router``, ``import sim`` and
+``sim --help`` thus cost no pydantic model building, SimPy, SciPy, polars or pyarrow
+import until something needs them, while ``from sim import replay`` keeps working.
 """
 
 from __future__ import annotations
