@@ -21,9 +21,9 @@ timelines are keyed by the seed and the clock, not by the traffic; see
 at least :data:`MIN_WINDOW_S` long when the fraction allows (a burst lasts minutes),
 and at most :data:`MAX_WINDOWS` of them, so that the start times drift through the
 day. A sample is replayed as its own trace: its per-task draws are keyed by the
-sample's content, the same for every trial (the simulator keys a task's draws by its
-position in the replayed trace, so a task in a window cannot meet the very draws it
-meets in the full trace; it meets draws of the same laws, identical across trials).
+full trace's content and each task's index in it (:attr:`sim.ReplayColumns.index`
+and ``key``), so a task meets in its window the very draws -- difficulty, answers,
+latencies -- it meets in the full trace, the same for every trial.
 Daily spend caps are scaled by the sample's share of the tasks, so that a cap that
 binds on the full trace binds about as much on the sample.
 """
@@ -108,13 +108,19 @@ def subsample(cols: Any, fraction: float) -> Any:
         idx.extend(range(bisect_left(arr, lo), bisect_left(arr, hi)))
     if not idx:
         idx = [n // 2]
-    # Windows never overlap and come in time order, so idx is increasing.
+    # Windows never overlap and come in time order, so idx is increasing. The sample
+    # carries the full trace's key and each task's index in it: a task meets in its
+    # window the very draws it meets in the full trace (common random numbers).
+    from sim import trace_key
+
     return ReplayColumns(
         [cols.task_ids[i] for i in idx],
         [arr[i] for i in idx],
         [cols.task_types[i] for i in idx],
         [cols.prompt_tokens[i] for i in idx],
         [cols.completion_tokens[i] for i in idx],
+        index=[cols.index[i] for i in idx] if cols.index is not None else idx,
+        key=cols.key if cols.key is not None else trace_key(cols),
     )
 
 

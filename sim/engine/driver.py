@@ -292,7 +292,7 @@ class Simulation:
         i = self._next
         lo = self._lo
         at_ = self._at
-        starting: list[tuple[int, Task]] = []
+        starting: list[tuple[int, int, Task]] = []
         while i < self._n_tasks:
             j = i - lo
             if j >= len(at_):
@@ -302,21 +302,24 @@ class Simulation:
             if at - now > 0:
                 env.timeout(at - now).callbacks.append(self._arrive)
                 break
+            # The world draws by the task's index in the trace it was cut from (a sample's
+            # tasks meet the very draws they meet in the full trace), else its position.
+            w = i if self._orig is None else self._orig[j]
             starting.append(
-                (i, Task(self._ids[j], self._types[j], None, self._pts[j], self._cts[j], at))
+                (i, w, Task(self._ids[j], self._types[j], None, self._pts[j], self._cts[j], at))
             )
             i += 1
         self._next = i
         n = len(self.policies)
         begin = self._begin
         progress = self.progress
-        for i, task in starting:
+        for i, w, task in starting:
             if n == 1:
-                begin(i, task, 0)
+                begin(w, task, 0)
             elif self.spread == "round_robin":
-                begin(i, task, i % n)
+                begin(w, task, i % n)
             else:
-                begin(i, task, self._spread_rng.randrange(n))
+                begin(w, task, self._spread_rng.randrange(n))
             if progress is not None and not i & 0x3FFF:
                 progress(i)
 
@@ -332,6 +335,7 @@ class Simulation:
         self._types = [intern.setdefault(t, t) for t in _chunk(cols.task_types, lo, hi)]
         self._pts = _chunk(cols.prompt_tokens, lo, hi)
         self._cts = _chunk(cols.completion_tokens, lo, hi)
+        self._orig = None if cols.index is None else _chunk(cols.index, lo, hi)
 
     def _begin(self, index: int, task: Task, replica: int) -> None:
         now = self.env.now
@@ -368,6 +372,7 @@ class Simulation:
         self._ids: list[str] = []
         self._at: list[float] = []
         self._intern: dict[str, str] = {}
+        self._orig: list[int] | None = None
         first = self.env.event()
         first.callbacks.append(self._arrive)
         first.succeed()

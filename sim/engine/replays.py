@@ -169,8 +169,9 @@ def run_trace(
     """Simulate one trace under one seed.
 
     ``key`` is the world's trace key: ``"content"`` (the default) is
-    :func:`trace_key` of ``cols``; an integer pairs this run's draws with another
-    trace's on purpose; None gives the world keyed by the seed alone (the draws of
+    :func:`trace_key` of ``cols`` (or, for a sample cut from a longer trace, the key
+    it carries in ``cols.key``, with ``cols.index`` its tasks' indices there); an
+    integer pairs this run's draws with another trace's on purpose; None gives the world keyed by the seed alone (the draws of
     replays before traces were keyed, kept to reproduce earlier results).
     ``make_sink`` builds the result sink (called like :class:`ResultSink`).
     ``replicas``/``state_delay``/``spread``: the config as N router replicas sharing
@@ -179,7 +180,10 @@ def run_trace(
     model_ids = [m.id for m in config.models]
     n_tasks = len(cols.task_ids)
     horizon = (float(cols.arrival_s[-1]) if n_tasks else 0.0) + _HORIZON_MARGIN_S
-    tkey = trace_key(cols) if key == "content" else key
+    if key == "content":
+        tkey: int | None = cols.key if cols.key is not None else trace_key(cols)
+    else:
+        tkey = key
     world = scenario.realize(seed, horizon, model_ids, trace_key=tkey)
     sink = make_sink(model_ids, writer=writer, trace=trace, replication=replication, seed=seed)
     sim = Simulation(

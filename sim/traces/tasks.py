@@ -623,6 +623,12 @@ class ReplayColumns:
     task_types: Any
     prompt_tokens: Any
     completion_tokens: Any
+    #: For a sample cut from a longer trace: each task's index in that trace, so the
+    #: world draws for it what it draws in the full trace (None: its position here).
+    index: Any = None
+    #: For a sample: the world key of the trace it was cut from (None: this trace's own
+    #: content, :func:`sim.engine.replays.trace_key`).
+    key: int | None = None
 
     def __len__(self) -> int:
         return len(self.task_ids)

@@ -234,3 +234,53 @@ def test_the_racing_rule(
     assert _race_drops(capped, [0, 1], {0: pricey, 1: far}) == []
     # Feasible leaders stop infeasible laggards as well as feasible ones.
     assert _race_drops(capped, [0, 1], {0: far, 1: runs([0.1, 0.11, 0.12], cost=0.2)}) == [1]
+
+
+def test_a_task_meets_in_its_window_the_draws_it_meets_in_the_full_trace() -> None:
+    """Common random numbers across fidelities: one model, one attempt, no outage,
+    capacity or breaker in play, so a task's outcome is its own draw alone; it is the
+    same in the sample as in the full trace (a sample keyed as a trace of its own would
+    give about 2p(1-p) = 48% of the tasks another outcome)."""
+    from router import config_from_dict
+    from sim import parse_scenario, run_trace
+
+    config = config_from_dict(
+        {
+            "models": [{"id": "m", "provider": "p", "cost_per_task": 0.001}],
+            "routes": {
+                "json_parse": {
+                    "chain": ["m"],
+                    "attempts_per_model": 1,
+                    "max_cost_per_task": 1.0,
+                    "max_latency_ms": 60_000,
+                }
+            },
+            "default_route": "json_parse",
+            "breaker": {"consecutive_failures": 10**6},
+        }
+    )
+    scenario = parse_scenario(
+        {
+            "difficulty": {"sigma": 1.0},
+            "models": {
+                "m": {
+                    "provider": "p",
+                    "completion": {"default": 0.6},
+                    "latency": {"median_s": 1.0, "p95_s": 3.0},
+                    "cost_per_task": 0.001,
+                }
+            },
+        }
+    )
+    cols = columns([i * 2.0 for i in range(20_000)])  # 40,000 s: windows of over an hour
+    sub = subsample(cols, 0.2)
+    assert 0 < len(sub) < len(cols) and sub.index[0] > 0
+
+    def outcomes(c: ReplayColumns) -> dict[str, bool]:
+        run = run_trace(c, config, scenario, seed=3)
+        ids = [c.task_ids[i] for i in range(len(c))]
+        return dict(zip(ids, run.arrays["success"].tolist(), strict=True))
+
+    full, part = outcomes(cols), outcomes(sub)
+    assert 0.4 < sum(part.values()) / len(part) < 0.8
+    assert part == {t: full[t] for t in part}
