@@ -171,8 +171,9 @@ def run_trace(
     ``key`` is the world's trace key: ``"content"`` (the default) is
     :func:`trace_key` of ``cols`` (or, for a sample cut from a longer trace, the key
     it carries in ``cols.key``, with ``cols.index`` its tasks' indices there); an
-    integer pairs this run's draws with another trace's on purpose; None gives the world keyed by the seed alone (the draws of
-    replays before traces were keyed, kept to reproduce earlier results).
+    integer pairs this run's draws with another trace's on purpose; None gives the
+    world keyed by the seed alone (the draws of replays before traces were keyed, kept
+    to reproduce earlier results).
     ``make_sink`` builds the result sink (called like :class:`ResultSink`).
     ``replicas``/``state_delay``/``spread``: the config as N router replicas sharing
     state with that delay (:class:`~sim.engine.driver.Simulation`).
