@@ -899,29 +899,11 @@ def export(
 
 
 def main() -> None:
-    """Entry point of the ``optimize`` command (usage errors: one line, exit 2).
+    """Entry point of the ``optimize`` command (usage errors: one line, exit 2)."""
+    # router.errors is cheap to import: the router package re-exports lazily.
+    from router.errors import run_cli
 
-    What :func:`router.errors.run_cli` does, without importing it: importing any
-    ``router`` module runs the package's ``__init__`` (pydantic models, the policy),
-    which would double the start-up of ``optimize --help``; the commands import
-    the router when they run.
-    """
-    click_error = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
-    try:
-        rc = app(standalone_mode=False)
-    except typer.Abort:
-        sys.stderr.write("error: aborted\n")
-        raise SystemExit(130) from None
-    except click_error as exc:
-        message = " ".join(exc.format_message().split())
-        if message:  # empty for "no arguments: show help", which click already printed
-            sys.stderr.write(f"error: {message}\n")
-        raise SystemExit(2) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    if isinstance(rc, int) and rc:
-        raise SystemExit(rc)
-
+    run_cli(app)
 
 if __name__ == "__main__":
     main()
