@@ -118,6 +118,10 @@ class SharedState(ABC):
         self.clock: Callable[[], float] | None = None
         #: model -> when its breaker last opened from closed here (see SharedStatus)
         self._opened_at: dict[str, float] = {}
+        #: model -> newest transition epoch seen from the store
+        self._epochs: dict[str, int] = {}
+        #: openings learned from the store that opened a closed or extended an open breaker
+        self._remote_opens = 0
 
     def _note_opened(self, model: str, breaker: CircuitBreaker, now: float) -> None:
         """Called after our breaker tripped: note it when it began an outage (a
@@ -135,6 +139,29 @@ class SharedState(ABC):
         if was_closed:
             self._opened_at[model] = now
         return True
+
+    def _apply_transition(self, model: str, state: str, until: float, epoch: int) -> None:
+        """A transition published by the store: apply it to our breaker. An opening
+        only ever extends (the later deadline wins), so it is applied whatever its
+        epoch; a closing only when it is newer than every transition seen."""
+        policy = self.policy
+        if policy is None:
+            return
+        newer = epoch > self._epochs.get(model, -1)
+        if newer:
+            self._epochs[model] = epoch
+        elif state != "open":
+            return
+        index = policy.model_index.get(model)
+        if index is None:
+            return
+        breaker = policy.breakers[index]
+        now = self.clock()  # type: ignore[misc]
+        if state == "open":
+            if self._adopt_open(model, breaker, until, now):
+                self._remote_opens += 1
+        else:
+            breaker.adopt_closed(now)
 
     # -- wiring ------------------------------------------------------------------------
     def attach(self, policy: RoutingPolicy, clock: Callable[[], float]) -> None:

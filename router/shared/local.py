@@ -258,11 +258,9 @@ class LocalState(SharedState):
         self.lease_s = lease_s
         self.stats_interval_s = stats_interval_s
         self._holds: dict[int, int] = {}  # local hold -> day it was reserved on
-        self._epochs: dict[str, int] = {}
         self._capped: list[bool] = []
         self._merger = StatsMerger()
         self._task: asyncio.Task[None] | None = None
-        self._remote_opens = 0
         self.store.subscribers.append(self)
 
     def attach(self, policy: RoutingPolicy, clock: Callable[[], float]) -> None:
@@ -313,29 +311,6 @@ class LocalState(SharedState):
         book = int(now // DAY_S)
         fields = [f for f, _ in cap_fields(self.policy, model, task_type)]  # type: ignore[arg-type]
         self.store.settle(book if day is None else day, book, self._hold_id(hold), actual, fields)
-
-    def _apply_transition(self, model: str, state: str, until: float, epoch: int) -> None:
-        """A transition published by the store: apply it to our breaker. An opening
-        only ever extends (the later deadline wins), so it is applied whatever its
-        epoch; a closing only when it is newer than every transition seen."""
-        policy = self.policy
-        if policy is None:
-            return
-        newer = epoch > self._epochs.get(model, -1)
-        if newer:
-            self._epochs[model] = epoch
-        elif state != "open":
-            return
-        index = policy.model_index.get(model)
-        if index is None:
-            return
-        breaker = policy.breakers[index]
-        now = self.clock()  # type: ignore[misc]
-        if state == "open":
-            if self._adopt_open(model, breaker, until, now):
-                self._remote_opens += 1
-        else:
-            breaker.adopt_closed(now)
 
     # -- driver ------------------------------------------------------------------------
     async def admit(self, run: TaskRun, call: Call) -> str | None:

@@ -208,7 +208,6 @@ class RedisState(SharedState):
         self._closed = False
         self._capped: list[bool] = []
         self._merger = StatsMerger()
-        self._epochs: dict[str, int] = {}
         #: holds reserved (or maybe reserved) in Redis: hold -> (day, fields)
         self._redis_holds: dict[int, tuple[int, list[str]]] = {}
         #: holds whose reservation's reply was lost: hold -> day
@@ -226,7 +225,6 @@ class RedisState(SharedState):
         self._last_error: str | None = None
         self._unreconciled = 0.0
         self._reconciled = 0.0
-        self._remote_opens = 0
         self._last_stats = -math.inf
 
     @classmethod
@@ -535,27 +533,6 @@ class RedisState(SharedState):
             self._unreconciled += actual
         elif self._wake is not None:
             self._wake.set()
-
-    def _apply_transition(self, model: str, state: str, until: float, epoch: int) -> None:
-        """Apply a transition from the store (see LocalState._apply_transition)."""
-        policy = self.policy
-        if policy is None:
-            return
-        newer = epoch > self._epochs.get(model, -1)
-        if newer:
-            self._epochs[model] = epoch
-        elif state != "open":
-            return
-        index = policy.model_index.get(model)
-        if index is None:
-            return
-        breaker = policy.breakers[index]
-        now = self.clock()  # type: ignore[misc]
-        if state == "open":
-            if self._adopt_open(model, breaker, until, now):
-                self._remote_opens += 1
-        else:
-            breaker.adopt_closed(now)
 
     # -- admission (the request path) ----------------------------------------------------
     async def admit(self, run: TaskRun, call: Call) -> str | None:
