@@ -72,6 +72,7 @@ from sim.traces.tasks import (
     _read_parquet,
     _row_error,
     _show,
+    ndjson_bytes,
     validate_trace,
 )
 
@@ -240,20 +241,8 @@ def _format_of(path: Path) -> str:
 def _read_ndjson(path: Path) -> pl.DataFrame:
     """NDJSON in the attempt schema, ignoring a crash-torn final line (as sim.traces.tasks does)."""
     source = str(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise TraceError(f"{path}: cannot read file ({_first_line(exc)})") from exc
-    if not data:
-        raise TraceError(f"{path}: empty file (no rows)")
-    if not data.endswith(b"\n"):
-        # A recorder killed mid-write leaves a last line without its newline; if it is
-        # not a whole JSON object it is not data. (A whole one is kept: hand-made files
-        # often lack the final newline.)
-        cut = data.rfind(b"\n") + 1
-        tail = data[cut:]
-        if tail.strip() and _check_json_record(source, 0, tail) is not None:
-            data = data[:cut]
+    data = ndjson_bytes(path, whole=True)
+    assert data is not None  # whole=True always reads the file
 
     keys: dict[str, None] = {}
     row_no = 0

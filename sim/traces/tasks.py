@@ -415,9 +415,15 @@ def _check_json_record(source: str, row_no: int, line: bytes) -> TraceError | No
     return None
 
 
-def _read_ndjson(path: Path) -> pl.DataFrame:
-    """NDJSON, ignoring a final line cut short by a crash (no newline, not JSON)."""
-    source = str(path)
+def ndjson_bytes(path: Path, *, whole: bool) -> bytes | None:
+    """An NDJSON file's bytes without a final line torn by a crash.
+
+    A live recorder killed mid-write leaves a last line without its newline; if that
+    line is not a whole JSON object it is not data and is dropped. (A last line that
+    is whole JSON is kept: hand-made files often lack the newline.) Returns None when
+    the file ends with a newline and ``whole`` is false (the caller may then stream
+    the file itself). Raises :class:`TraceError` for an unreadable or empty file.
+    """
     try:
         size = path.stat().st_size
         if size == 0:
@@ -425,18 +431,23 @@ def _read_ndjson(path: Path) -> pl.DataFrame:
         with open(path, "rb") as fh:
             fh.seek(size - 1)
             complete = fh.read(1) == b"\n"
-        data: bytes | None = None
-        if not complete:
-            # A live recorder killed mid-write leaves a last line without its newline.
-            # If that line is not a whole JSON object it is not data: drop it. (A last
-            # line that is whole JSON is kept: hand-made files often lack the newline.)
-            data = path.read_bytes()
-            cut = data.rfind(b"\n") + 1
-            tail = data[cut:]
-            if tail.strip() and _check_json_record(source, 0, tail) is not None:
-                data = data[:cut]
+        if complete and not whole:
+            return None
+        data = path.read_bytes()
     except OSError as exc:
         raise TraceError(f"{path}: cannot read file ({_first_line(exc)})") from exc
+    if not complete:
+        cut = data.rfind(b"\n") + 1
+        tail = data[cut:]
+        if tail.strip() and _check_json_record(str(path), 0, tail) is not None:
+            data = data[:cut]
+    return data
+
+
+def _read_ndjson(path: Path) -> pl.DataFrame:
+    """NDJSON, ignoring a final line cut short by a crash (no newline, not JSON)."""
+    source = str(path)
+    data = ndjson_bytes(path, whole=False)
 
     def open_lines() -> IO[bytes]:
         return io.BytesIO(data) if data is not None else open(path, "rb")
