@@ -905,5 +905,6 @@ def main() -> None:
 
     run_cli(app)
 
+
 if __name__ == "__main__":
     main()

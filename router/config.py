@@ -486,31 +486,35 @@ def config_from_dict(data: Mapping[str, Any], source: str = "") -> RouterConfig:
         raise ConfigError(_format_validation_error(exc, source)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that rejects duplicate mapping keys: PyYAML keeps the last
+    of two equal keys silently (a route or a model defined twice would quietly lose
+    one). Shared by the config and scenario loaders."""
+
+
+def _unique_mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+    return out
+
+
+UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _unique_mapping,  # type: ignore[arg-type]
+)
+
+
 def _parse(text: str, suffix: str, source: str) -> Any:
     """Parse config text by format; a syntax error names the line and column."""
     try:
         if suffix in (".yaml", ".yml"):
-
-            class UniqueKeyLoader(yaml.SafeLoader):
-                """PyYAML keeps the last of two equal keys silently (a route defined
-                twice would quietly lose one); this loader rejects them."""
-
-            def mapping(loader: UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-                loader.flatten_mapping(node)
-                out: dict[Any, Any] = {}
-                for key_node, value_node in node.value:
-                    key = loader.construct_object(key_node, deep=True)
-                    if key in out:
-                        raise yaml.constructor.ConstructorError(
-                            None, None, f"duplicate key {key!r}", key_node.start_mark
-                        )
-                    out[key] = loader.construct_object(value_node, deep=True)
-                return out
-
-            UniqueKeyLoader.add_constructor(
-                yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-                mapping,  # type: ignore[arg-type]
-            )
             return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
         if suffix == ".json":
             return json.loads(text)

@@ -84,6 +84,7 @@ from pydantic import (
     model_validator,
 )
 
+from router.config import UniqueKeyLoader
 from router.task import TASK_TYPES
 from sim.errors import ScenarioError
 from sim.world.distributions import (
@@ -650,29 +651,6 @@ class Scenario(BaseModel):
 
 
 # ------------------------------------------------------------------------ loading
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate mapping keys (PyYAML keeps the last one
-    silently, which would quietly drop a model defined twice)."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    out: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if key in out:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        out[key] = loader.construct_object(value_node, deep=True)
-    return out
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
-)
-
 # Elements of a pydantic error location that are union tags, not fields.
 _DIST_FIELDS = frozenset({"latency", "time_between", "duration"})
 
@@ -867,7 +845,7 @@ def _parse_text(text: str, source: str, *, json_: bool = False) -> Scenario:
             ) from exc
     else:
         try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+            data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
