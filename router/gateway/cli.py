@@ -153,9 +153,10 @@ def serve(
     upstream: Annotated[
         str,
         typer.Option(
-            help="HTTP client for provider calls: aiohttp (pooled; the fast path) or httpx.",
+            help="HTTP client for provider calls: http1 (a lean pooled HTTP/1.1 client; the "
+            "fast path), aiohttp or httpx.",
         ),
-    ] = "aiohttp",
+    ] = "http1",
     seed: Annotated[int, typer.Option(help="Seed of the policy's backoff and breaker jitter.")] = 0,
     log_level: Annotated[
         str, typer.Option(help="Level of the gateway's own log lines (debug ... error).")
@@ -166,8 +167,8 @@ def serve(
     POST /v1/chat/completions and /v1/messages (plain and streamed, tools), GET /v1/models,
     /metrics (Prometheus), /health and /ready.
     """
-    if upstream not in ("aiohttp", "httpx"):
-        fail_cli(f"--upstream: expected aiohttp or httpx, got {upstream!r}")
+    if upstream not in ("http1", "aiohttp", "httpx"):
+        fail_cli(f"--upstream: expected http1, aiohttp or httpx, got {upstream!r}")
     level = log_level.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         fail_cli(f"--log-level: expected debug, info, warning or error, got {log_level!r}")
@@ -189,7 +190,7 @@ def serve(
         watch=watch,
         record=record,
         record_attempts=record_attempts,
-        upstream="aiohttp" if upstream == "aiohttp" else "httpx",
+        upstream=upstream,  # type: ignore[arg-type]  # checked above
         seed=seed,
     )
     _setup_logging(level, access_log)

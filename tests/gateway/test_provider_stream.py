@@ -21,6 +21,7 @@ import pytest
 from router.outcome import ErrorKind
 from router.providers import Completion, Endpoint, ModelProvider, ProviderError, make_provider
 from router.providers.aiohttp_transport import AiohttpTransport
+from router.providers.http1 import Http1Transport
 from router.providers.base import StreamEnd, TextDelta, ToolCallDelta
 from router.testing_http import (
     SSE,
@@ -41,6 +42,8 @@ from router.testing_http import (
 
 MESSAGES = [{"role": "user", "content": "Count the rows of t."}]
 KINDS = ("openai", "anthropic")
+#: The pooled transports with a direct line: each must keep the providers' contract.
+TRANSPORTS = {"aiohttp": AiohttpTransport, "http1": Http1Transport}
 
 
 def ep(kind: str, server: ScriptedServer, **kw: Any) -> Endpoint:
@@ -181,9 +184,10 @@ def test_closing_a_stream_early_releases_its_connection() -> None:
     assert asyncio.run(main()) < 1.0  # closed at once: not after the 30 s stall
 
 
-# -- the aiohttp transport behind the HTTP providers ---------------------------------------
+# -- the pooled transports behind the HTTP providers -----------------------------------------
 
 
+@pytest.mark.parametrize("transport_name", sorted(TRANSPORTS))
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize(
     ("reply", "expected", "options"),
@@ -203,8 +207,12 @@ def test_closing_a_stream_early_releases_its_connection() -> None:
     ],
     ids=["ok", "429", "hang", "slow-body", "reset", "truncated", "stream-cut", "stream-stall"],
 )
-def test_the_aiohttp_transport_keeps_the_provider_contract(
-    kind: str, reply: object, expected: ErrorKind | None, options: dict[str, Any]
+def test_the_pooled_transports_keep_the_provider_contract(
+    transport_name: str,
+    kind: str,
+    reply: object,
+    expected: ErrorKind | None,
+    options: dict[str, Any],
 ) -> None:
     pieces = ("SEL", "ECT 1")
     events = list(stream_of(kind, pieces).chunks)
@@ -220,12 +228,16 @@ def test_the_aiohttp_transport_keeps_the_provider_contract(
 
     async def main() -> Completion | ProviderError:
         async with ScriptedServer(reply) as server:  # type: ignore[arg-type]
-            transport = AiohttpTransport()
-            async with make_provider(ep(kind, server, **options), transport=transport) as provider:
-                try:
-                    return await provider.complete(MESSAGES, timeout_s=3)
-                except ProviderError as exc:
-                    return exc
+            transport = TRANSPORTS[transport_name]()
+            try:
+                endpoint = ep(kind, server, **options)
+                async with make_provider(endpoint, transport=transport) as provider:
+                    try:
+                        return await provider.complete(MESSAGES, timeout_s=3)
+                    except ProviderError as exc:
+                        return exc
+            finally:
+                await transport.aclose()
 
     got = asyncio.run(main())
     if expected is None:
