@@ -14,8 +14,10 @@ Every provider obeys :class:`ModelProvider`'s contract: a :class:`Completion` or
 :class:`ProviderError` whose ``kind`` (an :class:`~router.outcome.ErrorKind`) the
 routing policy acts on; ``provider.stream(...)`` is the same attempt handed over as it
 arrives (:class:`TextDelta`, :class:`ToolCallDelta`, then :class:`StreamEnd`). Pass
-``transport=AiohttpTransport()`` (:mod:`router.providers.aiohttp_transport`) for
-aiohttp's connection pool behind the same API. :mod:`router.testing_http` is a scripted
+``transport=Http1Transport()`` (:mod:`router.providers.http1`, a lean pooled HTTP/1.1
+client; the gateway's default) or ``transport=AiohttpTransport()``
+(:mod:`router.providers.aiohttp_transport`, aiohttp's pool) behind the same API; both
+are imported on first use. :mod:`router.testing_http` is a scripted
 loopback server to test against.
 """
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import httpx
 
+from router._lazy import lazy_exports
 from router.errors import InputError
 from router.providers.anthropic import AnthropicProvider
 from router.providers.base import (
@@ -40,12 +43,14 @@ from router.providers.litellm_adapter import LiteLLMProvider
 from router.providers.openai import OpenAIProvider
 
 __all__ = [
+    "AiohttpTransport",
     "AnthropicProvider",
     "Completion",
     "Endpoint",
     "LiteLLMProvider",
     "ModelProvider",
     "OpenAIProvider",
+    "Http1Transport",
     "ProviderError",
     "StreamEnd",
     "StreamEvent",
@@ -54,6 +59,15 @@ __all__ = [
     "make_provider",
     "scrub",
 ]
+
+# The pooled transports import aiohttp / httptools: only when asked for.
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "AiohttpTransport": "router.providers.aiohttp_transport",
+        "Http1Transport": "router.providers.http1",
+    },
+)
 
 
 def make_provider(
