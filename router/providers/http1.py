@@ -132,8 +132,8 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         response = self.response
-        if response is None:
-            self.close()  # bytes nobody asked for: the connection cannot be trusted
+        if response is None or response._done:
+            self._stray()
             return
         try:
             self.parser.feed_data(data)
@@ -164,6 +164,14 @@ class _Conn(asyncio.Protocol):
         self._names.append(name)
         self._values.append(value)
 
+    def _stray(self) -> None:
+        """Bytes nobody asked for (past the end of the response): the connection can no
+        longer be trusted; the response already read stays good, the connection is not
+        reused."""
+        if self.response is not None:
+            self.response._keep = False
+        self.close()
+
     def on_headers_complete(self) -> None:
         headers = _Headers()
         for name, value in zip(self._names, self._values, strict=True):
@@ -173,19 +181,25 @@ class _Conn(asyncio.Protocol):
         self._names.clear()
         self._values.clear()
         response = self.response
-        if response is not None:
-            response._start(self.parser.get_status_code(), headers)
+        if response is None or response._headers_done:
+            self._stray()  # a second response in one exchange
+            return
+        response._start(self.parser.get_status_code(), headers)
 
     def on_body(self, body: bytes) -> None:
         response = self.response
-        if response is not None:
-            response._feed(body)
+        if response is None or response._done:
+            self._stray()
+            return
+        response._feed(body)
 
     def on_message_complete(self) -> None:
         response = self.response
-        if response is not None:
-            response._keep = self.parser.should_keep_alive()
-            response._finish()
+        if response is None or response._done:
+            self._stray()
+            return
+        response._keep = self.parser.should_keep_alive()
+        response._finish()
 
     # -- ours -------------------------------------------------------------------------
     def close(self) -> None:

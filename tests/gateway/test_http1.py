@@ -307,3 +307,16 @@ def test_https_verifies_the_server_certificate(certificate: tuple[str, str]) -> 
         return refused, body
 
     assert asyncio.run(main()) == (httpx.ConnectError, BODY)
+
+
+def test_bytes_past_the_end_of_a_response_keep_it_but_retire_the_connection() -> None:
+    two = ok() + ok(b'{"stray":1}')  # a second, unasked-for response in the same write
+
+    async def main() -> tuple[list[bytes], int]:
+        async with RawServer(lambda n: two) as server:
+            transport = Http1Transport()
+            bodies = [await post(transport, server.url) for _ in range(2)]
+            await transport.aclose()
+            return bodies, server.connections
+
+    assert asyncio.run(main()) == ([BODY, BODY], 2)
