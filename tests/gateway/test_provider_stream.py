@@ -21,8 +21,8 @@ import pytest
 from router.outcome import ErrorKind
 from router.providers import Completion, Endpoint, ModelProvider, ProviderError, make_provider
 from router.providers.aiohttp_transport import AiohttpTransport
-from router.providers.http1 import Http1Transport
 from router.providers.base import StreamEnd, TextDelta, ToolCallDelta
+from router.providers.http1 import Http1Transport
 from router.testing_http import (
     SSE,
     Hang,
