@@ -41,6 +41,7 @@ from sim.traces.tasks import (
     REQUIRED_COLUMNS,
     ReplayColumns,
     discover_traces,
+    read_replay_columns,
     read_trace,
     replay_columns,
 )
@@ -75,13 +76,18 @@ def load_traces(
 ) -> list[tuple[str, ReplayColumns]]:
     """Discover, read and validate every trace under ``paths`` (name, columns) pairs.
 
-    ``compact=True``: array columns (:func:`sim.traces.tasks.replay_columns`), for long
-    traces; the replay's results are the same.
+    ``compact=True``: array columns read and validated batch by batch
+    (:func:`sim.traces.tasks.read_replay_columns`: only the trace's schema columns are
+    read, and nothing per task is kept but the arrays), for long traces; the replay's
+    results are the same, and so are the errors for a bad file.
     """
     out = []
     for p in discover_traces(paths):
+        if compact:
+            out.append((p.name, read_replay_columns(p)))
+            continue
         df = read_trace(p)
-        cols = replay_columns(df.select(list(REQUIRED_COLUMNS)), compact=compact)
+        cols = replay_columns(df.select(list(REQUIRED_COLUMNS)))
         del df  # the validated frame (payloads, recorded columns) is not kept
         out.append((p.name, cols))
     return out

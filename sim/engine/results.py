@@ -340,20 +340,28 @@ def summarize(
     failed = n - completed
     cost = float(arrays["cost_usd"].sum())
     lat = arrays["latency_s"]
-    ok_lat = lat[success]
+    # The selections below are this function's own copies: the means are taken first
+    # (a sum depends on the order), then the percentiles partition the copies in place
+    # rather than copying them again (8 bytes a task less at the run's peak).
     if completed:
-        p50, p95, p99 = (float(x) for x in np.percentile(ok_lat, [50, 95, 99]))
+        ok_lat = lat[success]
         mean_ok = float(ok_lat.mean())
+        p50, p95, p99 = (
+            float(x) for x in np.percentile(ok_lat, [50, 95, 99], overwrite_input=True)
+        )
+        del ok_lat
     else:
         p50 = p95 = p99 = mean_ok = 0.0
     if failed:
         bad_lat = lat[~success]
-        ttf_mean, ttf_p95 = float(bad_lat.mean()), float(np.percentile(bad_lat, 95))
+        ttf_mean = float(bad_lat.mean())
+        ttf_p95 = float(np.percentile(bad_lat, 95, overwrite_input=True))
+        del bad_lat
     else:
         ttf_mean = ttf_p95 = 0.0
     if n:
         first = float(arrays["started_s"].min())
-        last = float((arrays["started_s"] + lat).max())
+        last = _last_finish(arrays["started_s"], lat)
         hours = max(last - first, 1e-9) / 3600.0
     else:
         hours = 0.0
@@ -401,16 +409,38 @@ def summarize(
     }
 
 
+def _last_finish(started: np.ndarray, latency: np.ndarray) -> float:
+    """``max(started + latency)``, summed a slice at a time (no array of every task's
+    finish)."""
+    step = 1 << 16
+    return max(
+        float((started[lo : lo + step] + latency[lo : lo + step]).max())
+        for lo in range(0, started.size, step)
+    )
+
+
 def _route_codes(routes: np.ndarray) -> tuple[list[str], np.ndarray]:
     """The distinct route names, sorted, and each task's index into them (what
     ``np.unique(routes.astype(str), return_inverse=True)`` gives, without a text copy
-    of every task's route: a run has a handful of routes and millions of tasks)."""
-    values = routes.tolist()
-    names = sorted({str(v) for v in set(values)})
-    index = {name: j for j, name in enumerate(names)}
-    for v in set(values):
-        index.setdefault(v, index[str(v)])
-    return names, np.fromiter((index[v] for v in values), dtype=np.int64, count=len(values))
+    of every task's route: a run has a handful of routes and millions of tasks).
+
+    Decoded a slice at a time into 32-bit codes: no list of every task's route."""
+    n = routes.size
+    code: dict[Any, int] = {}  # each distinct value, in order of first appearance
+    inverse = np.empty(n, dtype=np.int32)
+    step = 1 << 16
+    for lo in range(0, n, step):
+        part = routes[lo : lo + step].tolist()
+        for v in set(part):
+            code.setdefault(v, len(code))
+        inverse[lo : lo + len(part)] = np.fromiter(
+            (code[v] for v in part), dtype=np.int32, count=len(part)
+        )
+    names = sorted({str(v) for v in code})
+    rank = {name: j for j, name in enumerate(names)}
+    # First-appearance codes to sorted ranks (values with equal text share a rank).
+    to_rank = np.fromiter((rank[str(v)] for v in code), dtype=np.int32, count=len(code))
+    return names, to_rank[inverse] if n else inverse
 
 
 def _cause_name(mask: int) -> str:

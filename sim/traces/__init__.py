@@ -2,7 +2,8 @@
 
 - :mod:`sim.traces.tasks`: the task-trace schema (``arrival_s``, ``task_type``, sizes,
   recorded outcomes), :func:`read_trace`, :func:`validate_trace`, :func:`write_trace`,
-  :func:`replay_columns`;
+  :func:`replay_columns`, :func:`read_replay_columns` (compact replay columns read
+  in batches);
 - :mod:`sim.traces.synth`: synthetic traces (Poisson, bursty, diurnal arrivals);
 - :mod:`sim.traces.azure`: the Azure LLM inference trace -> a task trace;
 - :mod:`sim.traces.attempts`: the attempt-record schema (one row per provider call),
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
         TRACE_SCHEMA,
         ReplayColumns,
         discover_traces,
+        read_replay_columns,
         read_trace,
         replay_columns,
         validate_trace,
@@ -116,6 +118,7 @@ _EXPORTS = {
     "TRACE_EXTENSIONS": "sim.traces.tasks",
     "TRACE_SCHEMA": "sim.traces.tasks",
     "discover_traces": "sim.traces.tasks",
+    "read_replay_columns": "sim.traces.tasks",
     "read_trace": "sim.traces.tasks",
     "replay_columns": "sim.traces.tasks",
     "validate_trace": "sim.traces.tasks",
@@ -153,6 +156,7 @@ __all__ = [
     "import_table",
     "parse_pairs",
     "read_attempts",
+    "read_replay_columns",
     "read_trace",
     "replay_columns",
     "synthesize",

@@ -56,6 +56,7 @@ __all__ = [
     "TRACE_SCHEMA",
     "ReplayColumns",
     "discover_traces",
+    "read_replay_columns",
     "read_trace",
     "replay_columns",
     "validate_trace",
@@ -280,6 +281,60 @@ def _missing_columns_error(source: str, missing: list[str], found: list[str]) ->
     )
 
 
+# A problem found in a trace: (0-based row, column order in TRACE_SCHEMA, the error).
+_Problem = tuple[int, int, TraceError]
+
+
+def _convert_columns(
+    df: pl.DataFrame, source: str, offset: int = 0
+) -> tuple[dict[str, pl.Series], list[_Problem]]:
+    """The schema's columns of ``df`` converted, and each column's first bad row.
+
+    ``df`` holds the file's rows from ``offset`` on (0 for a whole file, more for a
+    batch), so the problems name the file's rows. Columns outside the schema are
+    left out.
+    """
+    converted: dict[str, pl.Series] = {}
+    problems: list[_Problem] = []
+    for order, (name, dtype) in enumerate(TRACE_SCHEMA.items()):
+        if name not in df.columns:
+            continue
+        convert, expected = _CONVERTERS[name]
+        raw = df.get_column(name)
+        conv, bad = convert(raw, required=name in REQUIRED_COLUMNS)
+        converted[name] = conv.cast(dtype).alias(name)
+        index = _first_true(bad)
+        if index is not None:
+            row = offset + index
+            problems.append((row, order, _row_error(source, row, name, expected, raw[index])))
+    return converted, problems
+
+
+def _repeated_id(source: str, ids: pl.Series) -> _Problem | None:
+    """The first row whose task id occurred before (``ids`` from the file's first row), or
+    None."""
+    repeated = _first_true(~ids.is_first_distinct())
+    if repeated is None:
+        return None
+    task_id = ids[repeated]
+    first = _first_true(ids == task_id)
+    assert first is not None  # the id occurs at least twice
+    return (
+        repeated,
+        0,
+        TraceError(
+            f"{source}: row {repeated + 1}, column 'task_id': expected a unique task id, "
+            f"got {_show(task_id)} again (first at row {first + 1})"
+        ),
+    )
+
+
+def _earliest(problems: list[_Problem]) -> TraceError:
+    """The error of the earliest row (then the earliest column): a user fixing a file
+    from the top meets its problems in order. Of equal keys the first listed wins."""
+    return min(problems, key=lambda p: (p[0], p[1]))[2]
+
+
 # ------------------------------------------------------------------------ #
 # Validation                                                                #
 # ------------------------------------------------------------------------ #
@@ -301,39 +356,12 @@ def validate_trace(df: pl.DataFrame, *, source: str = "trace") -> pl.DataFrame:
     if missing:
         raise _missing_columns_error(source, missing, df.columns)
 
-    converted: dict[str, pl.Series] = {}
-    # (row index, column order, error): the earliest row wins so that a user fixing
-    # a file from the top meets its problems in order.
-    problems: list[tuple[int, int, TraceError]] = []
-    for order, (name, dtype) in enumerate(TRACE_SCHEMA.items()):
-        if name not in df.columns:
-            continue
-        convert, expected = _CONVERTERS[name]
-        raw = df.get_column(name)
-        conv, bad = convert(raw, required=name in REQUIRED_COLUMNS)
-        converted[name] = conv.cast(dtype).alias(name)
-        index = _first_true(bad)
-        if index is not None:
-            problems.append((index, order, _row_error(source, index, name, expected, raw[index])))
-
-    ids = converted["task_id"]
-    repeated = _first_true(~ids.is_first_distinct())
+    converted, problems = _convert_columns(df, source)
+    repeated = _repeated_id(source, converted["task_id"])
     if repeated is not None:
-        task_id = ids[repeated]
-        first = _first_true(ids == task_id)
-        assert first is not None  # the id occurs at least twice
-        problems.append(
-            (
-                repeated,
-                0,
-                TraceError(
-                    f"{source}: row {repeated + 1}, column 'task_id': expected a unique task id, "
-                    f"got {_show(task_id)} again (first at row {first + 1})"
-                ),
-            )
-        )
+        problems.append(repeated)
     if problems:
-        raise min(problems, key=lambda p: (p[0], p[1]))[2]
+        raise _earliest(problems)
 
     extras = [df.get_column(c) for c in df.columns if c not in TRACE_SCHEMA]
     return pl.DataFrame([*converted.values(), *extras])
@@ -686,4 +714,193 @@ def replay_columns(df: pl.DataFrame, *, compact: bool = False) -> ReplayColumns:
         task_types=df.get_column("task_type").to_list(),
         prompt_tokens=df.get_column("prompt_tokens").cast(pl.Int64).to_list(),
         completion_tokens=df.get_column("completion_tokens").cast(pl.Int64).to_list(),
+    )
+
+
+# ------------------------------------------------------------------------ #
+# Replay columns straight from a file, in constant memory beyond the result   #
+# ------------------------------------------------------------------------ #
+
+#: Rows read and validated at a time by :func:`read_replay_columns`.
+REPLAY_BATCH_ROWS = 1 << 17
+
+
+class _ReaderGaveUp(Exception):
+    """The batch reader met something it does not handle; the reference reader decides."""
+
+
+def _parquet_batches(path: Path, batch_rows: int) -> tuple[int, list[str], Iterable[pl.DataFrame]]:
+    """A Parquet file's row count, column names and its schema columns in batches.
+
+    Only the schema's columns are read (payloads and recorded columns are validated,
+    then dropped batch by batch; other columns are never read). Raises
+    :class:`_ReaderGaveUp` for anything pyarrow cannot open.
+    """
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+        names = list(pf.schema_arrow.names)
+        n = pf.metadata.num_rows
+    except Exception as exc:  # noqa: BLE001 - the reference reader names the problem
+        raise _ReaderGaveUp from exc
+    wanted = [c for c in TRACE_SCHEMA if c in names]
+
+    def batches() -> Iterable[pl.DataFrame]:
+        try:
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=wanted, use_threads=True):
+                frame = pl.from_arrow(batch)
+                assert isinstance(frame, pl.DataFrame)
+                yield frame
+        except Exception as exc:  # noqa: BLE001 - as above
+            raise _ReaderGaveUp from exc
+        finally:
+            pf.close()
+
+    return n, names, batches()
+
+
+def _frame_batches(
+    df: pl.DataFrame, batch_rows: int
+) -> tuple[int, list[str], Iterable[pl.DataFrame]]:
+    """A whole frame's row count, column names and its schema columns in slices."""
+    names = df.columns
+    df = df.select([c for c in TRACE_SCHEMA if c in names])
+    return df.height, names, (df.slice(lo, batch_rows) for lo in range(0, df.height, batch_rows))
+
+
+def read_replay_columns(
+    path: str | os.PathLike[str], *, batch_rows: int = REPLAY_BATCH_ROWS
+) -> ReplayColumns:
+    """A trace file's compact :class:`ReplayColumns`, read and validated in batches.
+
+    The same result as ``replay_columns(read_trace(path), compact=True)`` (the same
+    values in the same canonical order: by arrival, ties by task id) and the same
+    :class:`TraceError`, message for message, for a bad file: the batches are validated
+    with :func:`validate_trace`'s conversions and name the file's own 1-based rows,
+    the earliest bad row (then column) winning as there; a task id seen before, in any
+    earlier batch, names both rows. What differs is the memory: only the schema's
+    columns are read (other columns never; payloads and recorded columns are checked
+    one batch at a time and dropped), and the columns are kept as arrays of about 33
+    bytes a task: arrival times as float64, token counts as int32 (int64 if a count
+    needs it), task ids as an Arrow chunked string array (a chunk a batch), task types
+    as an Arrow dictionary array with int8 codes. Parquet is read ``batch_rows`` rows
+    at a time; NDJSON and CSV files are read whole by :func:`read_trace`'s reader (its
+    errors for malformed text need the whole file), then validated in batches.
+    """
+    path = Path(path)
+    fmt = _format_of(path)
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "does not exist"
+        raise TraceError(f"{path}: trace file {what}")
+    if batch_rows < 1:
+        raise ValueError(f"batch_rows: expected an integer >= 1, got {batch_rows}")
+    if fmt == "parquet":
+        try:
+            return _collect_replay_columns(str(path), *_parquet_batches(path, batch_rows))
+        except _ReaderGaveUp:
+            pass  # the reference reader gives read_trace's error, or reads what pyarrow could not
+    return _collect_replay_columns(str(path), *_frame_batches(_READERS[fmt](path), batch_rows))
+
+
+def _collect_replay_columns(
+    source: str, n: int, names: list[str], batches: Iterable[pl.DataFrame]
+) -> ReplayColumns:
+    """Validate ``batches`` (``n`` rows in all, from a file with columns ``names``) into
+    compact replay columns; see :func:`read_replay_columns`."""
+    import numpy as np
+    import pyarrow as pa
+
+    if n == 0:
+        raise TraceError(f"{source}: empty trace (no rows)")
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise _missing_columns_error(source, missing, names)
+
+    # Filled in place as batches arrive: no second copy of any column at the end.
+    arrival = np.empty(n, dtype=np.float64)
+    tokens = np.empty((2, n), dtype=np.int32)
+    codes = np.empty(n, dtype=np.int8)
+    # 64-bit hashes of the ids: duplicates are looked for among these (8 bytes a task,
+    # freed after loading) and confirmed on the ids themselves.
+    hashes = np.empty(n, dtype=np.uint64)
+    type_code: dict[str, int] = {}
+    ids: list[Any] = []
+    in_order, ties = True, False
+    last = -1.0
+    lo = 0
+    for batch in batches:
+        hi = lo + batch.height
+        if hi > n:  # the file changed under us: let the reference reader decide
+            raise _ReaderGaveUp
+        converted, problems = _convert_columns(batch, source, lo)
+        task_ids = converted["task_id"]
+        if problems:
+            # A repeated id in an earlier row wins over a bad value here, as in
+            # validate_trace (which sees the whole file): check the ids read so far.
+            seen = pl.concat([*(pl.Series("task_id", c) for c in ids), task_ids])
+            repeated = _repeated_id(source, seen)
+            if repeated is not None:
+                problems.append(repeated)
+            raise _earliest(problems)
+        hashes[lo:hi] = task_ids.hash(seed=0).to_numpy()
+        ids.append(task_ids.to_arrow().cast(pa.string()))  # 32-bit offsets: see below
+        at = converted["arrival_s"].to_numpy()
+        arrival[lo:hi] = at
+        if at.size:
+            step = np.diff(at)
+            in_order = in_order and at[0] >= last and bool((step >= 0).all())
+            ties = ties or at[0] == last or bool((step == 0).any())
+            last = float(at[-1])
+        for row, name in enumerate(("prompt_tokens", "completion_tokens")):
+            values = converted[name].to_numpy()
+            if tokens.dtype == np.int32 and values.size and values.max() > np.iinfo(np.int32).max:
+                tokens = tokens.astype(np.int64)  # rare: a count past 2**31 - 1
+            tokens[row, lo:hi] = values
+        types = converted["task_type"]
+        for t in types.unique(maintain_order=True).to_list():
+            type_code.setdefault(t, len(type_code))
+        if len(type_code) > np.iinfo(codes.dtype).max and codes.dtype == np.int8:
+            codes = codes.astype(np.int32)
+        codes[lo:hi] = types.replace_strict(type_code, return_dtype=pl.Int32).to_numpy()
+        lo = hi
+    if lo != n:
+        raise _ReaderGaveUp
+
+    hashes.sort()
+    if (hashes[1:] == hashes[:-1]).any():  # a repeated id, or (rarely) two ids' hashes
+        repeated = _repeated_id(source, pl.concat([pl.Series("task_id", c) for c in ids]))
+        if repeated is not None:
+            raise repeated[2]
+    del hashes
+
+    # One chunk per batch: joining them would copy every id once more. A chunked array
+    # takes one offset type: 32-bit while the ids' text fits in 2 GiB (it nearly
+    # always does), else 64-bit.
+    if sum(c.nbytes for c in ids) < 2**31 - 1:
+        task_ids = pa.chunked_array(ids, type=pa.string())
+    else:
+        task_ids = pa.chunked_array([c.cast(pa.large_string()) for c in ids])
+    del ids
+    values = pa.array(list(type_code), type=pa.string())
+    if not in_order or ties:
+        # The canonical order of replay_columns (by arrival, ties by task id), worked
+        # out by the same polars sort; task ids are unique, so it is one order.
+        order = (
+            pl.DataFrame({"arrival_s": arrival, "task_id": pl.Series(task_ids)})
+            .with_row_index("row")
+            .sort(["arrival_s", "task_id"], maintain_order=True)
+            .get_column("row")
+            .to_numpy()
+        )
+        arrival = arrival[order]
+        tokens = tokens[:, order]
+        codes = codes[order]
+        task_ids = task_ids.take(pa.array(order))
+    return ReplayColumns(
+        task_ids=task_ids,
+        arrival_s=arrival,
+        task_types=pa.DictionaryArray.from_arrays(pa.array(codes), values),
+        prompt_tokens=tokens[0],
+        completion_tokens=tokens[1],
     )
