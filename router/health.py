@@ -28,6 +28,20 @@ class ModelHealth:
         self.latency_ewma_s = latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
         self.observations += 1
 
+    def observe_answer(self, latency_s: float) -> None:
+        """:meth:`observe_latency` then ``observe_outcome(False)`` (a success), in one
+        call: the path of every successful attempt."""
+        ewma = self.latency_ewma_s
+        self.latency_ewma_s = latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
+        self.observations += 1
+        ring = self._ring
+        pos = self._pos
+        self._fails -= ring[pos]
+        ring[pos] = 0
+        self._pos = pos + 1 if pos + 1 < len(ring) else 0
+        if self._count < len(ring):
+            self._count += 1
+
     def observe_outcome(self, failed: bool) -> None:
         ring = self._ring
         pos = self._pos
@@ -94,6 +108,16 @@ class RouteStats:
     def observe_quality(self, ok: bool) -> None:
         d = self.decay
         self.q_ok = self.q_ok * d + (1.0 if ok else 0.0)
+        self.q_n = self.q_n * d + 1.0
+        self.q_count += 1
+
+    def observe_success(self, latency_s: float, alpha: float) -> None:
+        """:meth:`observe_latency` then ``observe_quality(True)``, in one call: the path
+        of every successful attempt."""
+        ewma = self.latency_ewma_s
+        self.latency_ewma_s = latency_s if ewma is None else ewma + alpha * (latency_s - ewma)
+        d = self.decay
+        self.q_ok = self.q_ok * d + 1.0
         self.q_n = self.q_n * d + 1.0
         self.q_count += 1
 

@@ -86,7 +86,7 @@ class DaySpend:
 class _Cap:
     """One cap with its alert thresholds (reset each day)."""
 
-    __slots__ = ("scope", "key", "cap", "fractions", "next_i")
+    __slots__ = ("scope", "key", "cap", "fractions", "_next_i", "next_at")
 
     def __init__(self, scope: str, key: str, cap: float, fractions: Sequence[float]) -> None:
         self.scope = scope
@@ -94,6 +94,18 @@ class _Cap:
         self.cap = cap
         self.fractions = sorted(set(fractions))
         self.next_i = 0
+
+    @property
+    def next_i(self) -> int:
+        """The index of the next threshold to alert on (len(fractions): none left)."""
+        return self._next_i
+
+    @next_i.setter
+    def next_i(self, i: int) -> None:
+        self._next_i = i
+        #: the spend at which the next alert is due (the check SpendLedger._check makes,
+        #: computed once per threshold instead of on every settle); inf when none is left
+        self.next_at = self.fractions[i] * self.cap - _EPS if i < len(self.fractions) else math.inf
 
 
 class SpendLedger:
@@ -106,6 +118,9 @@ class SpendLedger:
         #: provider index of each model index
         self.model_provider: list[int] = []
         self.day: int | None = None
+        #: when today ends ((day + 1) * DAY_S; -inf before the first day): a time at or
+        #: past it rolls the day over
+        self._day_end = -math.inf
         self.spent_model: list[float] = []
         self.spent_provider: list[float] = []
         self.spent_total = 0.0
@@ -167,6 +182,12 @@ class SpendLedger:
         #: daily cap per task type (types without one are absent)
         self.cap_task_type: dict[str, float] = dict(budget.per_task_type_usd)
         self._task_caps = {t: _Cap("task_type", t, c, fr) for t, c in self.cap_task_type.items()}
+        # Which kinds of cap exist at all: a check against an infinite cap always passes
+        # (and an absent cap raises no alert), so the per-call paths skip those kinds.
+        self._model_capped = any(c != math.inf for c in self.cap_model)
+        self._provider_capped = any(c != math.inf for c in self.cap_provider)
+        self._model_alerts = any(c is not None for c in self._model_caps)
+        self._provider_alerts = any(c is not None for c in self._provider_caps)
         # Alerts already raised today stay raised: skip thresholds spend has passed.
         for cap, spent in (
             (self._global_cap, self.spent_total),
@@ -188,6 +209,7 @@ class SpendLedger:
         if self.day is not None:
             self.history[self.day] = self.snapshot()
         self.day = day
+        self._day_end = (day + 1) * DAY_S
         stale = [h for h, e in self.holds.items() if now - e[2] > STALE_RESERVATION_S]
         for h in stale:
             self.release(h)
@@ -223,7 +245,7 @@ class SpendLedger:
     def can_afford(self, model: int, amount: float, now: float, task_type: str = "") -> bool:
         """Whether a call of estimated cost ``amount`` fits every cap that applies (the
         task type's only when ``task_type`` is given)."""
-        if self.day is None or now >= (self.day + 1) * DAY_S:
+        if now >= self._day_end:
             self._roll(now)
         if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
             return False
@@ -245,6 +267,52 @@ class SpendLedger:
             self.spent_provider[p] + self.reserved_provider[p] + amount
             <= self.cap_provider[p] + _EPS
         )
+
+    def try_reserve(self, model: int, amount: float, now: float, task_type: str = "") -> int:
+        """:meth:`can_afford` and, when it does, :meth:`reserve`, in one call (the
+        policy's path for every call it plans): the hold's number, or -1 when a cap
+        would be exceeded (nothing is held then)."""
+        if now >= self._day_end:
+            self._roll(now)
+        total = self.reserved_total
+        if self.spent_total + total + amount > self.cap_total + _EPS:
+            return -1
+        cap_types = self.cap_task_type
+        typed = task_type in cap_types
+        if typed and (
+            self.spent_task_type.get(task_type, 0.0)
+            + self.reserved_task_type.get(task_type, 0.0)
+            + amount
+            > cap_types[task_type] + _EPS
+        ):
+            return -1
+        reserved_model = self.reserved_model
+        if (
+            self._model_capped
+            and self.spent_model[model] + reserved_model[model] + amount
+            > self.cap_model[model] + _EPS
+        ):
+            return -1
+        p = self.model_provider[model]
+        reserved_provider = self.reserved_provider
+        if (
+            self._provider_capped
+            and self.spent_provider[p] + reserved_provider[p] + amount > self.cap_provider[p] + _EPS
+        ):
+            return -1
+        # What reserve() does, on the values already at hand.
+        reserved_model[model] += amount
+        reserved_provider[p] += amount
+        self.reserved_total = total + amount
+        if typed:
+            rt = self.reserved_task_type
+            rt[task_type] = rt.get(task_type, 0.0) + amount
+        hold = self._next_hold
+        self._next_hold = hold + 1
+        self.holds[hold] = (model, amount, now, task_type, typed)
+        if self.observer is not None:
+            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, task_type, now)
+        return hold
 
     def reserve(self, model: int, amount: float, now: float = 0.0, task_type: str = "") -> int:
         """Hold ``amount`` against the caps (the task type's too, when given) while a
@@ -298,7 +366,7 @@ class SpendLedger:
         check sees it) and
         :attr:`remote_model`, never :attr:`all_time_usd` (this replica's own spend);
         it raises no alert (the replica that spent it does). Reset with the day."""
-        if self.day is None or now >= (self.day + 1) * DAY_S:
+        if now >= self._day_end:
             self._roll(now)
         p = self.model_provider[model]
         self.spent_model[model] += delta
@@ -312,34 +380,57 @@ class SpendLedger:
 
     def settle(self, hold: int, actual: float, task_type: str, now: float) -> None:
         """End a hold and book the call's actual cost (may raise alerts)."""
-        entry = self._unhold(hold)
+        # _unhold, inlined: this runs once per call.
+        holds = self.holds
+        entry = holds.pop(hold, None)
         if entry is None:
-            return
-        model = entry[0]
-        if self.observer is not None:
-            self.observer(HoldEvent.SETTLED, hold, model, entry[1], actual, task_type, now)
+            return  # already ended (or dropped as stale): ending twice is a no-op
+        model, amount, _, held_type, typed = entry
         p = self.model_provider[model]
-        if self.day is None or now >= (self.day + 1) * DAY_S:
+        if holds:
+            self.reserved_model[model] -= amount
+            self.reserved_provider[p] -= amount
+            self.reserved_total -= amount
+            if typed:
+                self.reserved_task_type[held_type] -= amount
+        else:
+            # The last hold ended: nothing is reserved (what the subtractions would
+            # leave, without their float residue: no phantom reservation may remain).
+            self.reserved_total = 0.0
+            self.reserved_model = [0.0] * len(self.reserved_model)
+            self.reserved_provider = [0.0] * len(self.reserved_provider)
+            self.reserved_task_type = {}
+        if self.observer is not None:
+            self.observer(HoldEvent.SETTLED, hold, model, amount, actual, task_type, now)
+        if now >= self._day_end:
             self._roll(now)
         if actual == 0.0:
             return
-        self.spent_model[model] += actual
-        self.spent_provider[p] += actual
-        self.spent_total += actual
+        spent_model = self.spent_model
+        spent_model[model] += actual
+        spent_provider = self.spent_provider
+        spent_provider[p] += actual
+        total = self.spent_total + actual
+        self.spent_total = total
         self.all_time_usd += actual
-        self.spent_task_type[task_type] = self.spent_task_type.get(task_type, 0.0) + actual
+        spent_types = self.spent_task_type
+        spent_types[task_type] = spent_types.get(task_type, 0.0) + actual
+        # An alert is checked only once spend reaches its cap's next threshold.
         cap = self._global_cap
-        if cap is not None:
-            self._check(cap, self.spent_total, now)
-        cap = self._model_caps[model]
-        if cap is not None:
-            self._check(cap, self.spent_model[model], now)
-        cap = self._provider_caps[p]
-        if cap is not None:
-            self._check(cap, self.spent_provider[p], now)
-        cap = self._task_caps.get(task_type)
-        if cap is not None:
-            self._check(cap, self.spent_task_type[task_type], now)
+        if cap is not None and total >= cap.next_at:
+            self._check(cap, total, now)
+        if self._model_alerts:
+            cap = self._model_caps[model]
+            if cap is not None and spent_model[model] >= cap.next_at:
+                self._check(cap, spent_model[model], now)
+        if self._provider_alerts:
+            cap = self._provider_caps[p]
+            if cap is not None and spent_provider[p] >= cap.next_at:
+                self._check(cap, spent_provider[p], now)
+        if self._task_caps:
+            cap = self._task_caps.get(task_type)
+            if cap is not None and spent_types[task_type] >= cap.next_at:
+                self._check(cap, spent_types[task_type], now)
 
     def _check(self, cap: _Cap, spent: float, now: float) -> None:
         fr = cap.fractions

@@ -61,7 +61,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 
-from router.breaker import CircuitBreaker
+from router.breaker import BreakerState, CircuitBreaker
 from router.config import Route, RouterConfig
 from router.health import ModelHealth, RouteStats
 from router.ledger import SpendLedger
@@ -70,6 +70,7 @@ from router.result import Attempt, Call, Finish, TaskResult, Wait
 from router.scoring import cost_per_success, score
 from router.task import Task
 
+_CLOSED = BreakerState.CLOSED
 _OK = ErrorKind.OK
 _VALIDATION = ErrorKind.VALIDATION
 _CONTENT_FILTER = ErrorKind.CONTENT_FILTER
@@ -103,6 +104,7 @@ class _Model:
         "completion",
         "completion_by_type",
         "context_window",
+        "fixed_cost",
     )
 
     def __init__(self, index: int, profile) -> None:  # noqa: ANN001 - ModelProfile
@@ -115,6 +117,8 @@ class _Model:
         self.out_price = profile.output_per_mtok / 1e6 if token_priced else None
         # A model without a cost figure plans as free (documented in the config).
         self.cost = 0.0 if profile.cost_per_task is None else profile.cost_per_task
+        #: the estimate of every call when the model is priced per task (None: by tokens)
+        self.fixed_cost: float | None = None if token_priced else self.cost
         self.latency_s = profile.avg_latency_ms / 1000.0 if profile.avg_latency_ms else None
         self.completion = profile.completion_rate
         self.completion_by_type = dict(profile.completion_by_type)
@@ -277,7 +281,10 @@ class RoutingPolicy:
     def start(self, task: Task, now: float) -> TaskRun:
         """Begin routing ``task`` at time ``now``; drive the returned run."""
         task_type = task.task_type or task.resolved_type()
-        return TaskRun(self, task, task_type, self.plan_for(task_type), now)
+        plan = self._plan_for.get(task_type)
+        if plan is None:
+            plan = self.plan_for(task_type)
+        return TaskRun(self, task, task_type, plan, now)
 
     # -- observation ---------------------------------------------------------------
     @property
@@ -423,70 +430,90 @@ class TaskRun:
             raise RuntimeError(f"task {self.task.task_id}: a call is in flight; record it first")
         if self.done:
             raise RuntimeError(f"task {self.task.task_id}: already finished")
-        policy = self.policy
-        plan = self.plan
+        # The hot path of every task (nearly always one candidate is looked at): the
+        # position is kept in a local and written back only when the loop stops.
         order = self.order
-        task = self.task
-        deadline = self.deadline
-        max_latency = plan.max_latency_s
-        min_quality = plan.min_quality
-        while self.pos < len(order):
-            m = order[self.pos]
-            reason = self.skip_static[self.pos]
-            if reason is None:
-                i = m.index
-                st = self.stats[self.pos]
-                est = m.estimate(task.prompt_tokens, task.completion_tokens)
-                ewma = st.latency_ewma_s
-                if ewma is not None and ewma >= max_latency:
-                    # Excluded on observed latency (an estimate that fills the whole SLA
-                    # can never fit, e.g. after a timeout at the limit): for a cool-down,
-                    # then forget the estimate (back to the profile's) and try again.
-                    hold = st.latency_hold_until
-                    if hold == 0.0:
-                        st.latency_hold_until = now + policy._latency_cooldown
-                    elif now >= hold:
-                        st.latency_ewma_s = ewma = None
-                        st.latency_hold_until = 0.0
-                expected = ewma if ewma is not None else m.latency_s
-                remaining = deadline - now
-                if task.prompt_tokens > m.context_window:
-                    reason = "context"
-                elif self.spent + est > plan.max_cost + 1e-12:
-                    reason = "cost"
-                elif expected is not None and (
-                    expected > max_latency or (ewma is not None and ewma >= max_latency)
-                ):
-                    reason = "latency"
-                elif (
-                    min_quality is not None
-                    and st.q_count >= policy._quality_min_n
-                    and st.observed_completion < min_quality
-                    and not self._quality_readmits(st, now)
-                ):
-                    reason = "quality"
-                elif remaining <= 0.0 or (expected is not None and expected > remaining):
-                    reason = "deadline"
-                elif not policy.breakers[i].allows(now):
-                    reason = "breaker_open"
-                elif not policy.ledger.can_afford(i, est, now, self.task_type):
-                    reason = "budget"
-                    policy.ledger.rejections += 1
-                else:
-                    self.attempt += 1
-                    self.pending = m
-                    self.pending_reserved = est
-                    self.pending_started = now
-                    self.pending_stats = st
-                    self.pending_hold = policy.ledger.reserve(i, est, now, self.task_type)
-                    self.pending_probe = policy.breakers[i].on_call(now)
-                    timeout = plan.attempt_timeout_s
-                    self.pending_clamped = remaining < timeout
-                    return Call(
-                        m.id, timeout if timeout < remaining else remaining, self.attempt, i
-                    )
-            self.skips.append((m.id, reason))
-            self.pos += 1
+        n = len(order)
+        pos = self.pos
+        if pos < n:
+            policy = self.policy
+            plan = self.plan
+            task = self.task
+            pt = task.prompt_tokens
+            while pos < n:
+                m = order[pos]
+                reason = self.skip_static[pos]
+                if reason is None:
+                    i = m.index
+                    st = self.stats[pos]
+                    est = m.fixed_cost
+                    if est is None:
+                        # The same expression as _Model.estimate (the floats must not move).
+                        est = pt * m.in_price + task.completion_tokens * m.out_price
+                    max_latency = plan.max_latency_s
+                    ewma = st.latency_ewma_s
+                    if ewma is not None and ewma >= max_latency:
+                        # Excluded on observed latency (an estimate that fills the whole
+                        # SLA can never fit, e.g. after a timeout at the limit): for a
+                        # cool-down, then forget the estimate (back to the profile's) and
+                        # try again.
+                        hold = st.latency_hold_until
+                        if hold == 0.0:
+                            st.latency_hold_until = now + policy._latency_cooldown
+                        elif now >= hold:
+                            st.latency_ewma_s = ewma = None
+                            st.latency_hold_until = 0.0
+                    expected = ewma if ewma is not None else m.latency_s
+                    remaining = self.deadline - now
+                    min_quality = plan.min_quality
+                    breaker = policy.breakers[i]
+                    if pt > m.context_window:
+                        reason = "context"
+                    elif self.spent + est > plan.max_cost + 1e-12:
+                        reason = "cost"
+                    elif expected is not None and (
+                        expected > max_latency or (ewma is not None and ewma >= max_latency)
+                    ):
+                        reason = "latency"
+                    elif (
+                        min_quality is not None
+                        and st.q_count >= policy._quality_min_n
+                        and st.observed_completion < min_quality
+                        and not self._quality_readmits(st, now)
+                    ):
+                        reason = "quality"
+                    elif remaining <= 0.0 or (expected is not None and expected > remaining):
+                        reason = "deadline"
+                    # A closed breaker allows every call (no need to ask it).
+                    elif breaker.state is not _CLOSED and not breaker.allows(now):
+                        reason = "breaker_open"
+                    else:
+                        hold = policy.ledger.try_reserve(i, est, now, self.task_type)
+                        if hold < 0:
+                            reason = "budget"
+                            policy.ledger.rejections += 1
+                        else:
+                            attempt = self.attempt + 1 if pos == self.pos else 1
+                            self.pos = pos
+                            self.attempt = attempt
+                            self.pending = m
+                            self.pending_reserved = est
+                            self.pending_started = now
+                            self.pending_stats = st
+                            self.pending_hold = hold
+                            # on_call only marks a half-open probe: closed is no probe.
+                            self.pending_probe = (
+                                False if breaker.state is _CLOSED else breaker.on_call(now)
+                            )
+                            timeout = plan.attempt_timeout_s
+                            if remaining < timeout:
+                                self.pending_clamped = True
+                                return Call(m.id, remaining, attempt, i)
+                            self.pending_clamped = False
+                            return Call(m.id, timeout, attempt, i)
+                self.skips.append((m.id, reason))
+                pos += 1
+            self.pos = pos
             self.attempt = 0
         return self._finish(now, False, None, None)
 
@@ -512,7 +539,9 @@ class TaskRun:
         policy = self.policy
         i = m.index
         kind = outcome.kind
-        cost = self.pending_reserved if outcome.cost_usd is None else outcome.cost_usd
+        cost = outcome.cost_usd
+        if cost is None:
+            cost = self.pending_reserved
         self.spent += cost
         policy.ledger.settle(self.pending_hold, cost, self.task_type, now)
         latency = outcome.latency_s
@@ -521,7 +550,7 @@ class TaskRun:
                 m.id,
                 self.attempt,
                 self.pending_started,
-                kind.value,
+                kind._value_,  # .value, without the enum property's descriptor call
                 latency,
                 cost,
                 outcome.detail,
@@ -536,15 +565,16 @@ class TaskRun:
         )
         health = policy.health[i]
         st = self.pending_stats
+        breaker = policy.breakers[i]
+        if kind is _OK:
+            # observe_latency (both), observe_quality(True), observe_outcome(False)
+            health.observe_answer(latency)
+            st.observe_success(latency, policy._alpha)  # type: ignore[union-attr]
+            breaker.on_success(now, self.pending_probe)
+            return self._finish(now, True, m.id, outcome.output)
         if kind in _LATENCY_KINDS:
             health.observe_latency(latency)
             st.observe_latency(latency, policy._alpha)  # type: ignore[union-attr]
-        breaker = policy.breakers[i]
-        if kind is _OK:
-            st.observe_quality(True)  # type: ignore[union-attr]
-            health.observe_outcome(False)
-            breaker.on_success(now, self.pending_probe)
-            return self._finish(now, True, m.id, outcome.output)
         if kind is _VALIDATION:
             st.observe_quality(False)  # type: ignore[union-attr]
         # A timeout cut short by the task's own deadline says the task ran out of time,

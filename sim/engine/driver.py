@@ -84,6 +84,31 @@ def _untriggered(slot: simpy.Event) -> bool:
     return not slot.triggered
 
 
+#: SimPy's priority of a timeout (simpy.events.NORMAL).
+_NORMAL = 1
+
+
+class _Timer:
+    """A timeout's role in SimPy's queue, played by an object the driver already has.
+
+    ``env.timeout(d)`` with one callback is an entry ``(now + d, NORMAL, eid, event)``
+    in the environment's queue; :meth:`simpy.Environment.step` then calls the event's
+    callbacks and checks ``_ok``. An object that waits on one timer at a time (a
+    :class:`_Job`, the :class:`Simulation`'s arrivals) can be that event itself,
+    scheduled with :meth:`simpy.Environment.schedule`: the entry, its order (time,
+    priority, creation number) and the callback are the same, without a Timeout object
+    per wait. Events that something else waits on (a capacity slot in a condition)
+    stay SimPy events.
+    """
+
+    __slots__ = ("callbacks",)
+    #: what Environment.step checks after the callbacks (a timer never fails)
+    _ok = True
+
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[Any], None]] | None = None
+
+
 #: Trace rows turned into Python objects at a time (see Simulation._load_chunk).
 _CHUNK = 65_536
 
@@ -267,6 +292,9 @@ class Simulation:
             ep = m.endpoint
             self.first_token_s.append(ep.first_token_timeout_s if ep is not None else None)
             self.slow_kind.append(_TIMEOUT if ep is not None and ep.stream else _SILENT)
+        self._arrival_timer = _Timer()
+        #: per model: USD of an answered call of a size (World.cost, bound per model)
+        self.costs = [world.cost_function(i) for i in range(len(ids))]
         n = len(ids)
         self.calls = [0] * n
         self.failures = [0] * n
@@ -292,6 +320,28 @@ class Simulation:
         i = self._next
         lo = self._lo
         at_ = self._at
+        j = i - lo
+        if self._single and j + 1 < len(at_):
+            # The common case, without the general loop's list: one replica, and exactly
+            # one task arriving now with the next one in the same chunk (the same steps
+            # as below: the next arrival is scheduled before the task starts).
+            at = at_[j]
+            if not at - now > 0:
+                gap = at_[j + 1] - now
+                if gap > 0:
+                    timer = self._arrival_timer
+                    timer.callbacks = self._arrive_callbacks
+                    env.schedule(timer, _NORMAL, gap)  # type: ignore[arg-type]
+                    self._next = i + 1
+                    task = Task(self._ids[j], self._types[j], None, self._pts[j], self._cts[j], at)
+                    run = self.policy.start(task, now)
+                    action = run.next_action(now)
+                    if type(action) is Finish:
+                        self.sink.add(action.result)
+                    else:
+                        w = i if self._orig is None else self._orig[j]
+                        _Job(self, w, task, run, 0)._call(action)
+                    return
         starting: list[tuple[int, int, Task]] = []
         while i < self._n_tasks:
             j = i - lo
@@ -300,7 +350,11 @@ class Simulation:
                 lo, at_, j = i, self._at, 0
             at = at_[j]
             if at - now > 0:
-                env.timeout(at - now).callbacks.append(self._arrive)
+                # What env.timeout(at - now) with _arrive as its callback does, on this
+                # object as the event (see _Timer): the same queue entry, one object less.
+                timer = self._arrival_timer
+                timer.callbacks = self._arrive_callbacks
+                env.schedule(timer, _NORMAL, at - now)  # type: ignore[arg-type]
                 break
             # The world draws by the task's index in the trace it was cut from (a sample's
             # tasks meet the very draws they meet in the full trace), else its position.
@@ -313,6 +367,18 @@ class Simulation:
         n = len(self.policies)
         begin = self._begin
         progress = self.progress
+        if n == 1 and progress is None:
+            # _begin, inlined for the single-replica run (once per task)
+            # (one replica: no link, so a first Call needs no admission)
+            policy = self.policy
+            for _, w, task in starting:
+                run = policy.start(task, now)
+                action = run.next_action(now)
+                if type(action) is Finish:
+                    self.sink.add(action.result)
+                else:
+                    _Job(self, w, task, run, 0)._call(action)
+            return
         for i, w, task in starting:
             if n == 1:
                 begin(w, task, 0)
@@ -344,7 +410,11 @@ class Simulation:
         if type(action) is Finish:
             self.sink.add(action.result)
             return
-        _Job(self, index, task, run, replica).drive(action)
+        job = _Job(self, index, task, run, replica)
+        if self.link is None:
+            job._call(action)  # a first action is never a Wait; no admission to ask
+        else:
+            job.drive(action)
 
     @staticmethod
     def _release(site: ProviderSite[simpy.Event]) -> None:
@@ -373,6 +443,12 @@ class Simulation:
         self._at: list[float] = []
         self._intern: dict[str, str] = {}
         self._orig: list[int] | None = None
+        # _arrive's fast path: one replica and no progress callback
+        self._single = len(self.policies) == 1 and self.progress is None
+        # The arrival timer's callback list, made once: Environment.step only iterates a
+        # fired event's list (after taking it off the event), so one list serves them all.
+        # (It refers back to this object: dropped after the run, so no cycle outlives it.)
+        self._arrive_callbacks: list[Callable[[Any], None]] = [self._arrive]
         first = self.env.event()
         first.callbacks.append(self._arrive)
         first.succeed()
@@ -381,9 +457,11 @@ class Simulation:
         finally:
             self._cols = None
             self._ids = self._at = self._types = self._pts = self._cts = []
+            self._arrive_callbacks = []
+            self._arrival_timer.callbacks = None
 
 
-class _Job:
+class _Job(_Timer):
     """One task in flight: the routing run and the call it is making.
 
     The steps of :meth:`drive` and the call's continuations are what the task's SimPy
@@ -432,16 +510,27 @@ class _Job:
             if kind is Finish:
                 sim.sink.add(action.result)
                 return
-            sim.env.timeout(action.seconds).callbacks.append(self._waited)
+            self._after(action.seconds, self._waited)
             return
 
-    def _waited(self, _event: simpy.Event) -> None:
+    def _after(self, delay: float, then: Callable[[Any], None]) -> None:
+        """``env.timeout(delay).callbacks.append(then)``, with this job as the event."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")  # as env.timeout would
+        self.callbacks = [then]
+        self.sim.env.schedule(self, _NORMAL, delay)  # type: ignore[arg-type]
+
+    def _waited(self, _event: Any) -> None:
         self.drive(self.run.next_action(self.sim.env.now))
 
     def _resume(self, outcome: Outcome) -> None:
-        self.drive(self.run.record(outcome, self.sim.env.now))
+        action = self.run.record(outcome, self.sim.env.now)
+        if type(action) is Finish:
+            self.sim.sink.add(action.result)
+        else:
+            self.drive(action)
 
-    def _refused(self, _event: simpy.Event) -> None:
+    def _refused(self, _event: Any) -> None:
         self._resume(self.outcome)
 
     # -- a simulated provider call (the steps of the module docstring) ---------------
@@ -456,8 +545,6 @@ class _Job:
         self.m = m
         self.site = site
         self.start = start
-        self.timeout = timeout
-        self.attempt = action.attempt
         # 1-2. rate limit and outage at arrival (sim.world.site, shared with the twin)
         refusal = site.arrive(start)
         if refusal is not None:
@@ -473,10 +560,15 @@ class _Job:
                 lat = sim.world.fail_fast_latency_s(m)
                 lat = lat if lat < timeout else timeout
                 self.outcome = Outcome(_SERVER if lat < timeout else _TIMEOUT, lat, 0.0)
-            env.timeout(lat).callbacks.append(self._refused)
+            self._after(lat, self._refused)
             return
-        # 3. capacity
-        if not site.acquire():
+        # 3. capacity (ProviderSite.acquire, inlined: a free slot is taken at once)
+        if site.in_use < site.capacity:
+            site.in_use += 1
+        else:
+            # what the queued continuation (_queued, _answer) needs besides the above
+            self.timeout = timeout
+            self.attempt = action.attempt
             slot = env.event()
             site.wait(slot)
             self.slot = slot
@@ -490,10 +582,14 @@ class _Job:
             task.completion_tokens,
         )  # fmt: skip
         if service >= timeout:  # nothing queued: all of the timeout is left
-            env.timeout(timeout if timeout > 0 else 0.0).callbacks.append(self._too_slow)
+            self._after(timeout if timeout > 0 else 0.0, self._too_slow)
             return
+        if service < 0:
+            raise ValueError(f"Negative delay {service}")  # as env.timeout would
         self.kind = kind
-        env.timeout(service).callbacks.append(self._answered)
+        # _after(service, self._answered), inlined: the path of nearly every call
+        self.callbacks = [self._answered]
+        env.schedule(self, _NORMAL, service)  # type: ignore[arg-type]
 
     def _queued(self, _event: simpy.Event) -> None:
         slot = self.slot
@@ -515,12 +611,12 @@ class _Job:
             self.index, self.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
         )
         if service >= left:
-            env.timeout(left if left > 0 else 0.0).callbacks.append(self._too_slow)
+            self._after(left if left > 0 else 0.0, self._too_slow)
             return
         self.kind = kind
-        env.timeout(service).callbacks.append(self._answered)
+        self._after(service, self._answered)
 
-    def _too_slow(self, _event: simpy.Event) -> None:
+    def _too_slow(self, _event: Any) -> None:
         sim = self.sim
         m = self.m
         sim.failures[m] += 1
@@ -528,18 +624,22 @@ class _Job:
         sim._release(self.site)
         self._resume(outcome)
 
-    def _answered(self, _event: simpy.Event) -> None:
+    def _answered(self, _event: Any) -> None:
         sim = self.sim
-        slot = self.site.release(_untriggered)
-        if slot is not None:
-            slot.succeed()  # hand our slot over; in_use stays the same
+        site = self.site
+        if site.queue:
+            slot = site.release(_untriggered)
+            if slot is not None:
+                slot.succeed()  # hand our slot over; in_use stays the same
+        else:
+            site.in_use -= 1  # ProviderSite.release with nobody queued
         m = self.m
         now = sim.env.now
         latency = now - self.start
         kind = self.kind
         if kind == "ok":
             task = self.task
-            cost = sim.world.cost(m, task.prompt_tokens, task.completion_tokens)
+            cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
             sim.spend[m] += cost
             outcome = Outcome(_OK, latency, cost)
         else:
@@ -550,7 +650,11 @@ class _Job:
                 outcome = Outcome(_CONTEXT, latency, 0.0)
             else:
                 task = self.task
-                cost = sim.world.cost(m, task.prompt_tokens, task.completion_tokens)
+                cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
                 sim.spend[m] += cost
                 outcome = Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)
-        self.drive(self.run.record(outcome, now))
+        action = self.run.record(outcome, now)
+        if type(action) is Finish:
+            sim.sink.add(action.result)
+        else:
+            self.drive(action)

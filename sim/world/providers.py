@@ -74,7 +74,7 @@ import math
 import zlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -449,6 +449,11 @@ class World:
         """USD of one answered call of this size (:meth:`sim.world.scenario.ModelSpec.cost`)."""
         return self._rt[model_index].spec.cost(prompt_tokens, completion_tokens)
 
+    def cost_function(self, model_index: int) -> Callable[[int, int], float]:
+        """:meth:`cost` of one model as a function of ``(prompt_tokens,
+        completion_tokens)`` (the spec's own method: one call less per answer)."""
+        return self._rt[model_index].spec.cost
+
     def completion_probability(self, model_index: int, task_type: str) -> float:
         """This seed's marginal completion probability for ``task_type``: the scenario's
         figure, Beta-drawn when the scenario says so, and capped at 1 - unsolvable."""
@@ -536,14 +541,16 @@ class World:
         rt = self._rt[model_index]
         if prompt_tokens > rt.context_window:
             return "context_length", rt.fail_fast
+        block = task_index >> BLOCK_BITS
+        r = task_index & _BLOCK_MASK
         if 0 < attempt < 256:
-            blk = self._cache.get(((task_index >> BLOCK_BITS) << 20) | (model_index << 8) | attempt)
+            blk = self._cache.get((block << 20) | (model_index << 8) | attempt)
             if blk is None:
                 blk = self._load_block(model_index, task_index, attempt)
         else:
             blk = self._make_block(rt, task_index, attempt)
         stride = rt.stride
-        j = stride * (task_index & _BLOCK_MASK)
+        j = stride * r
         if blk[j] < rt.server_error_rate:
             return "server_error", rt.fail_fast
         u_out = blk[j + 1]
@@ -563,8 +570,6 @@ class World:
             return "wrong", latency
         # q = P(ok | this task's d, its unsolvable flag and the model's eta), inlined:
         # this runs once per answered attempt.
-        block = task_index >> BLOCK_BITS
-        r = task_index & _BLOCK_MASK
         tb = self._tasks.get(block)
         if tb is None:
             tb = self._task_block(block)

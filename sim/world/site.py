@@ -23,6 +23,7 @@ SimPy timeout, an ``asyncio.sleep``).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar
@@ -52,6 +53,9 @@ class ProviderSite(Generic[W]):
         "window",
         "window_count",
         "retry_after_s",
+        "timeline",
+        "up_from",
+        "up_until",
     )
 
     def __init__(self, world: World, model_index: int) -> None:
@@ -66,6 +70,12 @@ class ProviderSite(Generic[W]):
         self.window = -1
         self.window_count = 0
         self.retry_after_s = world.retry_after_s(model_index)
+        #: the model's outage timeline (None: never down); World.outage, one call less
+        self.timeline = world.outage_timeline(model_index)
+        # The up period last seen, [up_from, up_until): a call arriving inside it needs
+        # no look-up in the timeline (empty until the first call).
+        self.up_from = math.inf
+        self.up_until = -math.inf
 
     def arrive(self, t: float) -> Refusal | None:
         """Steps 1 and 2 for a call arriving at scenario time ``t``.
@@ -83,7 +93,26 @@ class ProviderSite(Generic[W]):
         if self.window_count >= self.rpm:
             return "rate_limited"
         self.window_count += 1
-        return self.world.outage(self.model_index, t)
+        if self.up_from <= t < self.up_until:
+            return None
+        return self._outage(t)
+
+    def _outage(self, t: float) -> Refusal | None:
+        """The outage mode at ``t`` from the timeline (``World.outage``); when up,
+        remember the up period around ``t`` (from the end of the outage before it to
+        the next start drawn, or to the end of what is drawn)."""
+        timeline = self.timeline
+        if timeline is None:
+            self.up_from = -math.inf
+            self.up_until = math.inf
+            return None
+        mode = timeline.state(t)  # draws the timeline beyond t when needed
+        if mode is None:
+            starts = timeline.starts
+            i = bisect_right(starts, t) - 1
+            self.up_from = timeline.ends[i] if i >= 0 else -math.inf
+            self.up_until = starts[i + 1] if i + 1 < len(starts) else timeline.covered_until
+        return mode
 
     def acquire(self) -> bool:
         """Take a free slot (True), or say the caller must :meth:`wait` (False)."""
