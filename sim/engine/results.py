@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +94,15 @@ def task_schema() -> pa.Schema:
     return pa.schema([(name, getattr(pa, kind)()) for name, kind in _TASK_FIELDS])
 
 
+@lru_cache(maxsize=1)
+def _piece_schema() -> pa.Schema:
+    """:func:`task_schema` less the columns that are the same for every task of a run."""
+    import pyarrow as pa
+
+    schema = task_schema()
+    return pa.schema([f for f in schema if f.name not in ("trace", "replication", "seed")])
+
+
 def __getattr__(name: str) -> Any:
     # TASK_SCHEMA stays importable by name without importing pyarrow with the module.
     if name == "TASK_SCHEMA":
@@ -127,6 +136,11 @@ SKIP_REASONS: tuple[str, ...] = (
     "budget",
 )
 _SKIP_BIT = {r: 1 << i for i, r in enumerate(SKIP_REASONS)}
+# ResultSink.flags: the ERRORS index in the low four bits, then one bit per flag.
+_ERROR_BITS = 0x0F
+_FELL_BACK = 0x10
+_RETRIED = 0x20
+_BUDGET_HIT = 0x40
 #: Completion below this gets a one-line diagnosis in the summary.
 DIAGNOSE_BELOW = 0.95
 
@@ -164,6 +178,10 @@ class ResultSink:
     """
 
     CHUNK = 65_536
+    #: Buffered records are turned from Python values into Arrow columns every PIECE
+    #: tasks: a whole chunk's Python values held ~50 MiB, and turning them into a
+    #: table at once added as much again at every write.
+    PIECE = 8_192
 
     def __init__(
         self,
@@ -173,6 +191,7 @@ class ResultSink:
         trace: str = "",
         replication: int = 0,
         seed: int = 0,
+        every_chunk: Callable[[], None] | None = None,
     ) -> None:
         self.model_index = {m: i for i, m in enumerate(model_ids)}
         self.model_ids = list(model_ids)
@@ -180,23 +199,30 @@ class ResultSink:
         self.trace = trace
         self.replication = replication
         self.seed = seed
+        #: called after every :attr:`CHUNK` tasks (a replay hands freed memory back)
+        self.every_chunk = every_chunk
         self.started = array("d")
         self.latency = array("d")
         self.cost = array("d")
-        self.success = bytearray()
-        self.fell_back = bytearray()
-        self.budget_hit = bytearray()
-        self.model = array("h")  # final model index, -1 when failed
-        self.retried = bytearray()
-        self.error = bytearray()  # index into ERRORS
+        # One byte a task for five columns (4 bytes a task less on long runs): the
+        # index into ERRORS (0 exactly when the task succeeded, so success is
+        # ``code == 0``) in the low bits, then the fell_back, retried and budget_hit
+        # flags (:data:`_FELL_BACK`, :data:`_RETRIED`, :data:`_BUDGET_HIT`).
+        self.flags = bytearray()
+        # Final model index, -1 when failed: one byte while the indices fit in it.
+        self.model = array("b" if len(self.model_ids) < 128 else "h")
         self.cause = array("H")  # no_candidate: bitmask of SKIP_REASONS, else 0
         self.route_names: list[str] = []
         self._route_code: dict[str, int] = {}
-        self.route = array("h")
+        # Route codes: one byte a task, widened (once) if a run ever has 256 routes.
+        self.route = array("B")
         # Per-task record columns not held in the arrays above (writer only), and the
         # first array row not yet written.
         self._text: tuple[list[Any], ...] = tuple([] for _ in _TEXT_COLUMNS)
         self._written = 0
+        # Records already turned into Arrow (rows _written.._converted), not written.
+        self._pieces: list[pa.Table] = []
+        self._converted = 0
 
     def add(self, r: TaskResult) -> None:
         success = r.success
@@ -207,8 +233,6 @@ class ResultSink:
         self.started.append(r.started_s)
         self.latency.append(r.latency_s)
         self.cost.append(r.cost_usd)
-        self.success.append(success)
-        self.fell_back.append(success and model != first)
         n_attempts = len(attempts)
         retried = False
         tried: list[str] | None = None
@@ -219,12 +243,17 @@ class ResultSink:
                     retried = True
                 else:
                     tried.append(a.model)
-        self.retried.append(retried)
-        self.budget_hit.append(any(reason == "budget" for _, reason in skips) if skips else False)
         self.model.append(self.model_index[model] if model is not None else -1)
         error = r.error
         code = 0 if success else _ERROR_CODE.get(error or "other", 8)
-        self.error.append(code)
+        flags = code
+        if success and model != first:
+            flags |= _FELL_BACK
+        if retried:
+            flags |= _RETRIED
+        if skips and any(reason == "budget" for _, reason in skips):
+            flags |= _BUDGET_HIT
+        self.flags.append(flags)
         cause = 0
         if code == 2:  # no_candidate: which skip reasons emptied the route
             for _, reason in skips:
@@ -235,6 +264,8 @@ class ResultSink:
         if rc is None:
             rc = self._route_code[route] = len(self.route_names)
             self.route_names.append(route)
+            if rc == 256:
+                self.route = array("H", self.route)
         self.route.append(rc)
         if self.writer is not None:
             task_id, task_type, route_, model_, n_, tried_, failures, skips_, error_, first_ = (
@@ -257,60 +288,94 @@ class ResultSink:
             skips_.append(",".join(f"{m}:{why}" for m, why in skips) if skips else "")
             error_.append(error)
             first_.append(first)
-            if len(task_id) >= self.CHUNK:
-                self.flush()
+            if len(task_id) >= self.PIECE or len(self.started) - self._written >= self.CHUNK:
+                self._convert()
+                if len(self.started) - self._written >= self.CHUNK:
+                    self.flush()
+        if self.every_chunk is not None and not len(self.started) % self.CHUNK:
+            self.every_chunk()
 
-    def _pending_table(self) -> pa.Table:
-        """The records added since the last write, as one table of :func:`task_schema`."""
+    def _convert(self) -> None:
+        """Turn the records buffered as Python values into an Arrow piece (every
+        column but ``trace``, ``replication`` and ``seed``, which the write adds)."""
         import pyarrow as pa
 
-        lo = self._written
-        n = len(self.started) - lo
+        lo, hi = self._converted, len(self.started)
+        if hi == lo:
+            return
         text = dict(zip(_TEXT_COLUMNS, self._text, strict=True))
         # Copies: a view would pin the growing buffers (they cannot resize while exported).
+        flags = np.frombuffer(self.flags, dtype=np.uint8)[lo:hi]
         columns: dict[str, Any] = {
+            "started_s": np.frombuffer(self.started, dtype=np.float64)[lo:hi].copy(),
+            "success": (flags & _ERROR_BITS) == 0,
+            "cost_usd": np.frombuffer(self.cost, dtype=np.float64)[lo:hi].copy(),
+            "latency_s": np.frombuffer(self.latency, dtype=np.float64)[lo:hi].copy(),
+            "fell_back": (flags & _FELL_BACK) != 0,
+            **text,
+        }
+        del flags
+        schema = _piece_schema()
+        self._pieces.append(pa.table({name: columns[name] for name in schema.names}, schema=schema))
+        self._converted = hi
+        for column in self._text:
+            column.clear()
+
+    def _pending_table(self) -> pa.Table:
+        """The records added since the last write, as one table of :func:`task_schema`
+        (its ``trace`` is :attr:`trace` now)."""
+        import pyarrow as pa
+
+        self._convert()
+        n = len(self.started) - self._written
+        piece = pa.concat_tables(self._pieces) if self._pieces else _piece_schema().empty_table()
+        constant = {
             "trace": [self.trace] * n,
             "replication": [self.replication] * n,
             "seed": [self.seed] * n,
-            "started_s": np.frombuffer(self.started, dtype=np.float64)[lo:].copy(),
-            "success": np.frombuffer(self.success, dtype=np.bool_)[lo:].copy(),
-            "cost_usd": np.frombuffer(self.cost, dtype=np.float64)[lo:].copy(),
-            "latency_s": np.frombuffer(self.latency, dtype=np.float64)[lo:].copy(),
-            "fell_back": np.frombuffer(self.fell_back, dtype=np.bool_)[lo:].copy(),
-            **text,
         }
         schema = task_schema()
-        return pa.table({name: columns[name] for name in schema.names}, schema=schema)
+        return pa.table(
+            {name: constant[name] if name in constant else piece[name] for name in schema.names},
+            schema=schema,
+        )
 
     def _clear_pending(self) -> None:
-        self._written = len(self.started)
+        self._written = self._converted = len(self.started)
+        self._pieces.clear()
         for column in self._text:
             column.clear()
 
     def flush(self) -> None:
         """Write buffered per-task records to the Parquet writer (one row group)."""
-        if self.writer is None or not self._text[0]:
+        if self.writer is None or len(self.started) == self._written:
             return
         self.writer.write_table(self._pending_table())
         self._clear_pending()
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The compact columns as numpy arrays."""
+        """The compact columns as numpy arrays (``started_s``, ``latency_s``,
+        ``cost_usd`` and ``cause`` are views of the sink's buffers: add no task after
+        this; the others are decoded, in the dtypes they always had)."""
+        flags = np.frombuffer(self.flags, dtype=np.uint8)
+        model = np.frombuffer(self.model, dtype=np.int8 if self.model.typecode == "b" else np.int16)
+        route = np.frombuffer(
+            self.route, dtype=np.uint8 if self.route.typecode == "B" else np.uint16
+        )
+        error = flags & _ERROR_BITS
         return {
             "started_s": np.frombuffer(self.started, dtype=np.float64),
             "latency_s": np.frombuffer(self.latency, dtype=np.float64),
             "cost_usd": np.frombuffer(self.cost, dtype=np.float64),
-            "success": np.frombuffer(bytes(self.success), dtype=np.bool_),
-            "fell_back": np.frombuffer(bytes(self.fell_back), dtype=np.bool_),
-            "budget_hit": np.frombuffer(bytes(self.budget_hit), dtype=np.bool_),
-            "model": np.frombuffer(self.model, dtype=np.int16),
-            "retried": np.frombuffer(bytes(self.retried), dtype=np.bool_),
-            "error": np.frombuffer(bytes(self.error), dtype=np.uint8),
+            "success": error == 0,
+            "fell_back": (flags & _FELL_BACK) != 0,
+            "budget_hit": (flags & _BUDGET_HIT) != 0,
+            "model": model.astype(np.int16),
+            "retried": (flags & _RETRIED) != 0,
+            "error": error,
             "cause": np.frombuffer(self.cause, dtype=np.uint16),
             # Route names, not codes: arrays of several sinks concatenate correctly.
-            "route": np.asarray(self.route_names, dtype=object)[
-                np.frombuffer(self.route, dtype=np.int16)
-            ]
+            "route": np.asarray(self.route_names, dtype=object)[route]
             if self.route_names
             else np.empty(0, dtype=object),
         }
@@ -424,23 +489,24 @@ def _route_codes(routes: np.ndarray) -> tuple[list[str], np.ndarray]:
     ``np.unique(routes.astype(str), return_inverse=True)`` gives, without a text copy
     of every task's route: a run has a handful of routes and millions of tasks).
 
-    Decoded a slice at a time into 32-bit codes: no list of every task's route."""
+    Two passes a slice at a time: the distinct values, then each task's rank, straight
+    into the narrowest integer dtype (one byte a task for up to 256 routes): no list
+    of every task's route, and no 32-bit code per task."""
     n = routes.size
-    code: dict[Any, int] = {}  # each distinct value, in order of first appearance
-    inverse = np.empty(n, dtype=np.int32)
     step = 1 << 16
+    seen: set[Any] = set()
+    for lo in range(0, n, step):
+        seen.update(routes[lo : lo + step].tolist())
+    names = sorted({str(v) for v in seen})
+    rank = {name: j for j, name in enumerate(names)}
+    code = {v: rank[str(v)] for v in seen}  # values with equal text share a rank
+    inverse = np.empty(n, dtype=np.uint8 if len(names) <= 256 else np.int32)
     for lo in range(0, n, step):
         part = routes[lo : lo + step].tolist()
-        for v in set(part):
-            code.setdefault(v, len(code))
         inverse[lo : lo + len(part)] = np.fromiter(
-            (code[v] for v in part), dtype=np.int32, count=len(part)
+            (code[v] for v in part), dtype=inverse.dtype, count=len(part)
         )
-    names = sorted({str(v) for v in code})
-    rank = {name: j for j, name in enumerate(names)}
-    # First-appearance codes to sorted ranks (values with equal text share a rank).
-    to_rank = np.fromiter((rank[str(v)] for v in code), dtype=np.int32, count=len(code))
-    return names, to_rank[inverse] if n else inverse
+    return names, inverse
 
 
 def _cause_name(mask: int) -> str:
