@@ -175,14 +175,7 @@ class CircuitBreaker:
             return
         if state is _CLOSED:
             self.consecutive = 0
-            # _push(0), inlined (every successful call comes here)
-            ring = self._ring
-            pos = self._pos
-            self._fails -= ring[pos]
-            ring[pos] = 0
-            self._pos = pos + 1 if pos + 1 < len(ring) else 0
-            if self._count < len(ring):
-                self._count += 1
+            self._push(0)
             if self.listener is not None:
                 self.listener(self, BreakerEvent.SUCCESS, now)
         # Open: a call started before the trip came back late; it changes nothing.

@@ -31,16 +31,8 @@ class ModelHealth:
     def observe_answer(self, latency_s: float) -> None:
         """:meth:`observe_latency` then ``observe_outcome(False)`` (a success), in one
         call: the path of every successful attempt."""
-        ewma = self.latency_ewma_s
-        self.latency_ewma_s = latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
-        self.observations += 1
-        ring = self._ring
-        pos = self._pos
-        self._fails -= ring[pos]
-        ring[pos] = 0
-        self._pos = pos + 1 if pos + 1 < len(ring) else 0
-        if self._count < len(ring):
-            self._count += 1
+        self.observe_latency(latency_s)
+        self.observe_outcome(False)
 
     def observe_outcome(self, failed: bool) -> None:
         ring = self._ring

@@ -257,11 +257,15 @@ class SpendLedger:
             > cap_t + _EPS
         ):
             return False
+        # An infinite cap always passes: the kinds no model or provider caps are skipped.
         if (
-            self.spent_model[model] + self.reserved_model[model] + amount
+            self._model_capped
+            and self.spent_model[model] + self.reserved_model[model] + amount
             > self.cap_model[model] + _EPS
         ):
             return False
+        if not self._provider_capped:
+            return True
         p = self.model_provider[model]
         return (
             self.spent_provider[p] + self.reserved_provider[p] + amount
@@ -272,47 +276,9 @@ class SpendLedger:
         """:meth:`can_afford` and, when it does, :meth:`reserve`, in one call (the
         policy's path for every call it plans): the hold's number, or -1 when a cap
         would be exceeded (nothing is held then)."""
-        if now >= self._day_end:
-            self._roll(now)
-        total = self.reserved_total
-        if self.spent_total + total + amount > self.cap_total + _EPS:
+        if not self.can_afford(model, amount, now, task_type):
             return -1
-        cap_types = self.cap_task_type
-        typed = task_type in cap_types
-        if typed and (
-            self.spent_task_type.get(task_type, 0.0)
-            + self.reserved_task_type.get(task_type, 0.0)
-            + amount
-            > cap_types[task_type] + _EPS
-        ):
-            return -1
-        reserved_model = self.reserved_model
-        if (
-            self._model_capped
-            and self.spent_model[model] + reserved_model[model] + amount
-            > self.cap_model[model] + _EPS
-        ):
-            return -1
-        p = self.model_provider[model]
-        reserved_provider = self.reserved_provider
-        if (
-            self._provider_capped
-            and self.spent_provider[p] + reserved_provider[p] + amount > self.cap_provider[p] + _EPS
-        ):
-            return -1
-        # What reserve() does, on the values already at hand.
-        reserved_model[model] += amount
-        reserved_provider[p] += amount
-        self.reserved_total = total + amount
-        if typed:
-            rt = self.reserved_task_type
-            rt[task_type] = rt.get(task_type, 0.0) + amount
-        hold = self._next_hold
-        self._next_hold = hold + 1
-        self.holds[hold] = (model, amount, now, task_type, typed)
-        if self.observer is not None:
-            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, task_type, now)
-        return hold
+        return self.reserve(model, amount, now, task_type)
 
     def reserve(self, model: int, amount: float, now: float = 0.0, task_type: str = "") -> int:
         """Hold ``amount`` against the caps (the task type's too, when given) while a
