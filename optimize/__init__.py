@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         parse_fidelity,
         subsample,
     )
+    from optimize.halving import run_halving
     from optimize.objective import (
         MULTI_METRICS,
         OBJECTIVES,
@@ -95,6 +96,7 @@ _EXPORTS: dict[str, str] = {
     "FIDELITY_PRUNERS": "optimize.fidelity",
     "parse_fidelity": "optimize.fidelity",
     "subsample": "optimize.fidelity",
+    "run_halving": "optimize.halving",
     "Constraints": "optimize.objective",
     "MULTI_METRICS": "optimize.objective",
     "OBJECTIVES": "optimize.objective",
@@ -167,6 +169,7 @@ __all__ = [
     "open_storage",
     "param_label",
     "parse_fidelity",
+    "run_halving",
     "redact",
     "render",
     "resolve_storage",

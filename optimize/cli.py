@@ -99,9 +99,12 @@ lies below the leader's.
 Multi-fidelity (--fidelity F1,F2,...): a trial is first replayed on F1 of the
 traffic (contiguous time windows spread over the trace, at their own times, so
 bursts and outages stay; the same training seeds; budget caps scaled to the
-sample), then, if Optuna's pruner (--fidelity-pruner sha | hyperband, reduction
-factor --reduction-factor N) promotes it, on F2, ..., and only then on the full
-trace. Only full-trace trials are ranked, exported or re-run in the holdout.
+sample), then, if promoted, on F2, ..., and only then on the full trace.
+--fidelity-pruner halving (the default): trials climb in batches of N**k (k
+fractions, N = --reduction-factor, default 3) and the best 1/N of a batch at each
+rung go on, so a trial costs a fixed share of a full replay; sha | hyperband:
+Optuna's asynchronous pruners instead. Only full-trace trials are ranked,
+exported or re-run in the holdout.
 In a study file: fidelity: [0.04, 0.12, 0.36], fidelity_pruner, reduction_factor.
 
 Presets (--preset; `optimize presets` lists their settings):
@@ -255,7 +258,10 @@ def run(
     ] = None,
     fidelity_pruner: Annotated[
         str | None,
-        typer.Option(help="sha | hyperband: who promotes trials between rungs (default sha)."),
+        typer.Option(
+            help="halving | sha | hyperband: who promotes trials between rungs "
+            "(default halving: synchronous, in batches)."
+        ),
     ] = None,
     reduction_factor: Annotated[
         int | None,
@@ -320,7 +326,7 @@ def run(
             if fidelity is not None
             else parse_fidelity(file_schedule, f"{study_file}: fidelity")
         )
-        file_pruner = file_settings.pop("fidelity_pruner", "sha")
+        file_pruner = file_settings.pop("fidelity_pruner", "halving")
         file_factor = file_settings.pop("reduction_factor", 3)
         obj = make_objective(
             objective,

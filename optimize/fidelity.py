@@ -4,13 +4,23 @@ A *fidelity schedule* is a list of fractions of the traffic, increasing, each be
 1 (``--fidelity 0.04,0.12,0.36``); the full trace is always the last rung. A trial
 is replayed on rung 0's sample under the study's training seeds (the same seeds at
 every rung: common random numbers), its mean objective is reported to Optuna as the
-intermediate value of step ``reduction_factor ** j`` for rung ``j``, and the pruner
-(:class:`optuna.pruners.SuccessiveHalvingPruner` or
-:class:`~optuna.pruners.HyperbandPruner`, with ``min_resource=1`` and that
-reduction factor, so that their rungs are exactly the schedule's) decides whether it
-goes on to the next, larger sample. Only trials promoted past every rung are replayed
-on the full trace; their value, metrics and constraints come from the full trace
-only, and so do the holdout's selection and every reported number.
+intermediate value of step ``reduction_factor ** j`` for rung ``j``, and the
+promotion rule decides whether it goes on to the next, larger sample:
+
+- ``halving`` (the default): synchronous successive halving
+  (:mod:`optimize.halving`): trials climb in batches of ``η ** len(schedule)`` and
+  the best ``1/η`` of each batch at a rung go on; the cost per trial is fixed by
+  the schedule (:func:`expected_cost`), whatever the sampler proposes.
+- ``sha`` / ``hyperband``: Optuna's asynchronous
+  :class:`optuna.pruners.SuccessiveHalvingPruner` or
+  :class:`~optuna.pruners.HyperbandPruner` (``min_resource=1`` and that reduction
+  factor, so that their rungs are exactly the schedule's), which promote a trial
+  that beats the top ``1/η`` of those that reached the rung before it. Under TPE
+  most later trials do, so they rarely pay for themselves (README, Performance).
+
+Only trials promoted past every rung are replayed on the full trace; their value,
+metrics and constraints come from the full trace only, and so do the holdout's
+selection and every reported number.
 
 The sample (:func:`subsample`) is a set of contiguous time windows spread evenly
 over the trace, together covering the fraction of its time span: each window keeps
@@ -38,8 +48,10 @@ from typing import Any
 MIN_WINDOW_S = 3600.0
 #: The most windows one sample is cut into.
 MAX_WINDOWS = 48
-#: Pruners a fidelity schedule can use (Optuna's successive halving and Hyperband).
-FIDELITY_PRUNERS: tuple[str, ...] = ("sha", "hyperband")
+#: Who promotes trials between rungs: ``halving``, synchronous successive halving in
+#: batches (:mod:`optimize.halving`, the default); ``sha`` and ``hyperband``, Optuna's
+#: asynchronous pruners.
+FIDELITY_PRUNERS: tuple[str, ...] = ("halving", "sha", "hyperband")
 
 
 def parse_fidelity(value: Any, where: str = "--fidelity") -> tuple[float, ...]:

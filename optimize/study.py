@@ -184,7 +184,7 @@ class StudySettings:
     #: Fractions of the traffic a trial is scored on before the full trace
     #: (:mod:`optimize.fidelity`); empty: every trial replays the full trace.
     fidelity: tuple[float, ...] = ()
-    fidelity_pruner: str = "sha"
+    fidelity_pruner: str = "halving"
     #: Each fidelity rung keeps about ``1/reduction_factor`` of the trials reaching it.
     reduction_factor: int = 3
     #: Race the holdout's candidates (stop those clearly behind; see :func:`holdout`).
@@ -964,7 +964,15 @@ def run_study(
     _fail_stale_trials(study)
     remaining = max(0, settings.trials - len(_simulated(study)))
     study_started = time.perf_counter()
-    if remaining:
+    if remaining and settings.fidelity and settings.fidelity_pruner == "halving":
+        from optimize.halving import run_halving
+
+        sampler = make_sampler(settings.sampler, _derived_seed(settings.seed, 0, len(study.trials)))
+        study = optuna.load_study(
+            study_name=settings.study, storage=open_storage(settings.storage), sampler=sampler
+        )
+        run_halving(settings, space, evaluator, study, remaining, progress)
+    elif remaining:
         if settings.jobs == 1 or "fork" not in mp.get_all_start_methods():
             slots = mp.Value("i", remaining)
             ctx = _Context(
