@@ -240,17 +240,20 @@ class StudySettings:
                 )
 
 
-def make_sampler(name: str, seed: int) -> Any:
+def make_sampler(name: str, seed: int, *, batched: bool = False) -> Any:
     """A seeded Optuna sampler by name (TPE handles multi-objective studies too).
 
     TPE is univariate: the routes' parameters act on separate task types, so the
     objective is close to a sum of per-route terms, which independent Parzen
     estimators model well (and cheaply) once the base config's neighbours are in.
+    ``batched``: trials are asked many at a time before any is told (synchronous
+    halving), so TPE counts the running ones as bad (``constant_liar``) and a
+    batch spreads out instead of drawing the same neighbourhood again and again.
     """
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=batched)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed, population_size=20)
     if name == "gp":
@@ -967,7 +970,8 @@ def run_study(
     if remaining and settings.fidelity and settings.fidelity_pruner == "halving":
         from optimize.halving import run_halving
 
-        sampler = make_sampler(settings.sampler, _derived_seed(settings.seed, 0, len(study.trials)))
+        seed = _derived_seed(settings.seed, 0, len(study.trials))
+        sampler = make_sampler(settings.sampler, seed, batched=True)
         study = optuna.load_study(
             study_name=settings.study, storage=open_storage(settings.storage), sampler=sampler
         )
