@@ -40,9 +40,10 @@ binds on the full trace binds about as much on the sample.
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 #: The shortest window a sample is cut into when the fraction allows (seconds).
 MIN_WINDOW_S = 3600.0
@@ -102,36 +103,58 @@ def windows(start: float, end: float, fraction: float) -> list[tuple[float, floa
     return out
 
 
+def _take(column: Any, idx: Any) -> Any:
+    """Rows ``idx`` (increasing) of a trace column, of the same kind: a list stays a list
+    of Python objects, a numpy array a numpy array, a pyarrow array (the compact task ids
+    and the dictionary-encoded task types) a pyarrow array."""
+    if isinstance(column, list):
+        return [column[i] for i in idx]
+    if isinstance(column, np.ndarray):
+        return column[idx]
+    import pyarrow as pa
+
+    return column.take(pa.array(idx, type=pa.int64()))
+
+
 def subsample(cols: Any, fraction: float) -> Any:
     """The tasks of ``cols`` (a :class:`sim.ReplayColumns`) arriving in :func:`windows`.
 
-    Tasks keep their ids, arrival times, types and sizes, in the same order. A
-    sample never comes out empty: a trace too short for any window to hold a task
-    gives its middle task.
+    Tasks keep their ids, arrival times, types and sizes, in the same order, and
+    each column its kind (lists, or the compact arrays of ``replay_columns(...,
+    compact=True)``). A sample never comes out empty: a trace too short for any
+    window to hold a task gives its middle task.
     """
     from sim import ReplayColumns
 
     n = len(cols.task_ids)
     if n == 0 or fraction >= 1.0:
         return cols
-    arr = cols.arrival_s
-    idx: list[int] = []
-    for lo, hi in windows(arr[0], arr[-1], fraction):
-        idx.extend(range(bisect_left(arr, lo), bisect_left(arr, hi)))
-    if not idx:
-        idx = [n // 2]
+    arr = np.asarray(cols.arrival_s, dtype=np.float64)
+    parts = [
+        np.arange(*np.searchsorted(arr, [lo, hi], side="left"), dtype=np.int64)
+        for lo, hi in windows(float(arr[0]), float(arr[-1]), fraction)
+    ]
+    idx = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    if not idx.size:
+        idx = np.array([n // 2], dtype=np.int64)
     # Windows never overlap and come in time order, so idx is increasing. The sample
     # carries the full trace's key and each task's index in it: a task meets in its
     # window the very draws it meets in the full trace (common random numbers).
     from sim import trace_key
 
+    compact = not isinstance(cols.arrival_s, list)
+    rows: Any = idx if compact else idx.tolist()
+    if cols.index is None:
+        index: Any = rows
+    else:
+        index = _take(cols.index if compact else list(cols.index), rows)
     return ReplayColumns(
-        [cols.task_ids[i] for i in idx],
-        [arr[i] for i in idx],
-        [cols.task_types[i] for i in idx],
-        [cols.prompt_tokens[i] for i in idx],
-        [cols.completion_tokens[i] for i in idx],
-        index=[cols.index[i] for i in idx] if cols.index is not None else idx,
+        _take(cols.task_ids, rows),
+        _take(cols.arrival_s, rows),
+        _take(cols.task_types, rows),
+        _take(cols.prompt_tokens, rows),
+        _take(cols.completion_tokens, rows),
+        index=index,
         key=cols.key if cols.key is not None else trace_key(cols),
     )
 

@@ -284,3 +284,25 @@ def test_a_task_meets_in_its_window_the_draws_it_meets_in_the_full_trace() -> No
     full, part = outcomes(cols), outcomes(sub)
     assert 0.4 < sum(part.values()) / len(part) < 0.8
     assert part == {t: full[t] for t in part}
+
+
+def test_a_sample_of_compact_columns_replays_as_the_sample_of_lists(
+    seed_config: RouterConfig, scenario: Scenario
+) -> None:
+    # Compact columns (arrays; what long traces and bench/study_month.py use) once came
+    # out of subsample as pyarrow scalars: every task type unknown, every task on the
+    # default route, and the samples ranked configs by nothing the full trace shows.
+    df = synthesize(n_tasks=2000, rate_per_s=0.05, seed=4)
+    lists, arrays = replay_columns(df), replay_columns(df, compact=True)
+    a, b = subsample(lists, 0.3), subsample(arrays, 0.3)
+    assert isinstance(b.arrival_s, np.ndarray) and isinstance(a.arrival_s, list)
+    assert b.task_types.to_pylist() == a.task_types
+    assert b.task_ids.to_pylist() == a.task_ids
+    assert b.prompt_tokens.tolist() == a.prompt_tokens and list(b.index) == a.index
+    assert len(a.task_ids) < 2000 and set(a.task_types) == set(lists.task_types)
+    ev_a, ev_b = Evaluator([("t", lists)], scenario), Evaluator([("t", arrays)], scenario)
+    got_a, got_b = ev_a.summary(seed_config, 1, 0.3), ev_b.summary(seed_config, 1, 0.3)
+    assert got_b == got_a
+    # The sample meets the routes the full trace meets, not the default route alone.
+    assert set(got_a["per_route"]) == set(ev_a.summary(seed_config, 1)["per_route"])
+    assert len(got_a["per_route"]) > 1
