@@ -175,7 +175,15 @@ class CircuitBreaker:
             return
         if state is _CLOSED:
             self.consecutive = 0
-            self._push(0)
+            # _push(0), inlined: this runs on every successful call
+            ring = self._ring
+            pos = self._pos
+            self._fails -= ring[pos]
+            ring[pos] = 0
+            n = len(ring)
+            self._pos = pos + 1 if pos + 1 < n else 0
+            if self._count < n:
+                self._count += 1
             if self.listener is not None:
                 self.listener(self, BreakerEvent.SUCCESS, now)
         # Open: a call started before the trip came back late; it changes nothing.

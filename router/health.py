@@ -31,17 +31,29 @@ class ModelHealth:
     def observe_answer(self, latency_s: float) -> None:
         """:meth:`observe_latency` then ``observe_outcome(False)`` (a success), in one
         call: the path of every successful attempt."""
-        self.observe_latency(latency_s)
-        self.observe_outcome(False)
+        self.observe(latency_s, False)
 
     def observe_outcome(self, failed: bool) -> None:
+        self.observe(None, failed)
+
+    def observe(self, latency_s: float | None, failed: bool) -> None:
+        """One attempt's end: :meth:`observe_latency` when ``latency_s`` is given (not
+        ``None``), then the outcome (``failed`` or not) joins the error window. The
+        state is exactly what the two separate updates leave; one call per attempt."""
+        if latency_s is not None:
+            ewma = self.latency_ewma_s
+            self.latency_ewma_s = (
+                latency_s if ewma is None else ewma + self.alpha * (latency_s - ewma)
+            )
+            self.observations += 1
         ring = self._ring
         pos = self._pos
         f = 1 if failed else 0
         self._fails += f - ring[pos]
         ring[pos] = f
-        self._pos = pos + 1 if pos + 1 < len(ring) else 0
-        if self._count < len(ring):
+        n = len(ring)
+        self._pos = pos + 1 if pos + 1 < n else 0
+        if self._count < n:
             self._count += 1
 
     @property
@@ -104,12 +116,17 @@ class RouteStats:
         self.q_count += 1
 
     def observe_success(self, latency_s: float, alpha: float) -> None:
-        """:meth:`observe_latency` then ``observe_quality(True)``, in one call: the path
-        of every successful attempt."""
+        """:meth:`observe_latency` then ``observe_quality(True)``, in one call."""
+        self.observe_answer(latency_s, True, alpha)
+
+    def observe_answer(self, latency_s: float, ok: bool, alpha: float) -> None:
+        """:meth:`observe_latency` then ``observe_quality(ok)``, in one call: the path of
+        every answered attempt the quality statistic counts (ok, or failed validation);
+        the state is exactly what the two separate updates leave."""
         ewma = self.latency_ewma_s
         self.latency_ewma_s = latency_s if ewma is None else ewma + alpha * (latency_s - ewma)
         d = self.decay
-        self.q_ok = self.q_ok * d + 1.0
+        self.q_ok = self.q_ok * d + (1.0 if ok else 0.0)
         self.q_n = self.q_n * d + 1.0
         self.q_count += 1
 

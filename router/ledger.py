@@ -245,45 +245,55 @@ class SpendLedger:
     def can_afford(self, model: int, amount: float, now: float, task_type: str = "") -> bool:
         """Whether a call of estimated cost ``amount`` fits every cap that applies (the
         task type's only when ``task_type`` is given)."""
-        if now >= self._day_end:
-            self._roll(now)
-        if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
-            return False
-        cap_t = self.cap_task_type.get(task_type)
-        if cap_t is not None and (
-            self.spent_task_type.get(task_type, 0.0)
-            + self.reserved_task_type.get(task_type, 0.0)
-            + amount
-            > cap_t + _EPS
-        ):
-            return False
-        # An infinite cap always passes: the kinds no model or provider caps are skipped.
-        if (
-            self._model_capped
-            and self.spent_model[model] + self.reserved_model[model] + amount
-            > self.cap_model[model] + _EPS
-        ):
-            return False
-        if not self._provider_capped:
-            return True
-        p = self.model_provider[model]
-        return (
-            self.spent_provider[p] + self.reserved_provider[p] + amount
-            <= self.cap_provider[p] + _EPS
-        )
+        return self.try_reserve(model, amount, now, task_type, hold=False) >= 0
 
-    def try_reserve(self, model: int, amount: float, now: float, task_type: str = "") -> int:
+    def try_reserve(
+        self,
+        model: int,
+        amount: float,
+        now: float,
+        task_type: str = "",
+        *,
+        check: bool = True,
+        hold: bool = True,
+    ) -> int:
         """:meth:`can_afford` and, when it does, :meth:`reserve`, in one call (the
         policy's path for every call it plans): the hold's number, or -1 when a cap
-        would be exceeded (nothing is held then)."""
-        if not self.can_afford(model, amount, now, task_type):
-            return -1
-        return self.reserve(model, amount, now, task_type)
+        would be exceeded (nothing is held then).
 
-    def reserve(self, model: int, amount: float, now: float = 0.0, task_type: str = "") -> int:
-        """Hold ``amount`` against the caps (the task type's too, when given) while a
-        call is in flight; returns the hold's number, to be passed to exactly one
-        :meth:`settle` or :meth:`release`."""
+        The one copy of both steps: ``hold=False`` only checks (0 when the call fits,
+        -1 when not: :meth:`can_afford`); ``check=False`` only holds (:meth:`reserve`).
+        """
+        if check:
+            if now >= self._day_end:
+                self._roll(now)
+            if self.spent_total + self.reserved_total + amount > self.cap_total + _EPS:
+                return -1
+            cap_t = self.cap_task_type.get(task_type)
+            if cap_t is not None and (
+                self.spent_task_type.get(task_type, 0.0)
+                + self.reserved_task_type.get(task_type, 0.0)
+                + amount
+                > cap_t + _EPS
+            ):
+                return -1
+            # An infinite cap always passes: the kinds no model or provider caps are
+            # skipped.
+            if (
+                self._model_capped
+                and self.spent_model[model] + self.reserved_model[model] + amount
+                > self.cap_model[model] + _EPS
+            ):
+                return -1
+            if self._provider_capped:
+                p = self.model_provider[model]
+                if not (
+                    self.spent_provider[p] + self.reserved_provider[p] + amount
+                    <= self.cap_provider[p] + _EPS
+                ):
+                    return -1
+            if not hold:
+                return 0
         self.reserved_model[model] += amount
         self.reserved_provider[self.model_provider[model]] += amount
         self.reserved_total += amount
@@ -294,12 +304,18 @@ class SpendLedger:
         if typed:
             rt = self.reserved_task_type
             rt[task_type] = rt.get(task_type, 0.0) + amount
-        hold = self._next_hold
-        self._next_hold = hold + 1
-        self.holds[hold] = (model, amount, now, task_type, typed)
+        number = self._next_hold
+        self._next_hold = number + 1
+        self.holds[number] = (model, amount, now, task_type, typed)
         if self.observer is not None:
-            self.observer(HoldEvent.RESERVED, hold, model, amount, 0.0, task_type, now)
-        return hold
+            self.observer(HoldEvent.RESERVED, number, model, amount, 0.0, task_type, now)
+        return number
+
+    def reserve(self, model: int, amount: float, now: float = 0.0, task_type: str = "") -> int:
+        """Hold ``amount`` against the caps (the task type's too, when given) while a
+        call is in flight; returns the hold's number, to be passed to exactly one
+        :meth:`settle` or :meth:`release`."""
+        return self.try_reserve(model, amount, now, task_type, check=False)
 
     def _unhold(self, hold: int) -> tuple[int, float, str] | None:
         entry = self.holds.pop(hold, None)

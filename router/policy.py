@@ -532,21 +532,37 @@ class TaskRun:
 
     def record(self, outcome: Outcome, now: float) -> Call | Wait | Finish:
         """Book the outcome of the call in flight and answer with the next action."""
+        return self.record_kind(
+            outcome.kind, outcome.latency_s, outcome.cost_usd, outcome.retry_after_s, now, outcome
+        )
+
+    def record_kind(
+        self,
+        kind: ErrorKind,
+        latency: float,
+        cost: float | None,
+        retry_after_s: float | None,
+        now: float,
+        outcome: Outcome | None = None,
+    ) -> Call | Wait | Finish:
+        """:meth:`record` of ``Outcome(kind, latency, cost, retry_after_s)``, for a
+        driver that has no more to report (the simulator) and need not build the
+        Outcome; ``outcome``, when given, is that Outcome with its measured facts
+        (``detail``, token counts, ...; what :meth:`record` passes)."""
         m = self.pending
         if m is None:
             raise RuntimeError(f"task {self.task.task_id}: no call in flight to record")
         self.pending = None
         policy = self.policy
         i = m.index
-        kind = outcome.kind
-        cost = outcome.cost_usd
         if cost is None:
             cost = self.pending_reserved
         self.spent += cost
         policy.ledger.settle(self.pending_hold, cost, self.task_type, now)
-        latency = outcome.latency_s
-        self.attempts.append(
-            Attempt(
+        if outcome is None:
+            attempt = Attempt(m.id, self.attempt, self.pending_started, kind._value_, latency, cost)
+        else:
+            attempt = Attempt(
                 m.id,
                 self.attempt,
                 self.pending_started,
@@ -562,25 +578,27 @@ class TaskRun:
                 outcome.retry_after_s,
                 outcome.ttft_s,
             )
-        )
+        self.attempts.append(attempt)
         health = policy.health[i]
         st = self.pending_stats
         breaker = policy.breakers[i]
         if kind is _OK:
             # observe_latency (both), observe_quality(True), observe_outcome(False)
-            health.observe_answer(latency)
-            st.observe_success(latency, policy._alpha)  # type: ignore[union-attr]
+            health.observe(latency, False)
+            st.observe_answer(latency, True, policy._alpha)  # type: ignore[union-attr]
             breaker.on_success(now, self.pending_probe)
-            return self._finish(now, True, m.id, outcome.output)
-        if kind in _LATENCY_KINDS:
-            health.observe_latency(latency)
-            st.observe_latency(latency, policy._alpha)  # type: ignore[union-attr]
-        if kind is _VALIDATION:
-            st.observe_quality(False)  # type: ignore[union-attr]
+            return self._finish(now, True, m.id, None if outcome is None else outcome.output)
         # A timeout cut short by the task's own deadline says the task ran out of time,
         # not that the provider is down.
         counts = kind in policy.breaker_count and not (kind in _TIMEOUTS and self.pending_clamped)
-        health.observe_outcome(counts)
+        if kind in _LATENCY_KINDS:
+            health.observe(latency, counts)
+            if kind is _VALIDATION:
+                st.observe_answer(latency, False, policy._alpha)  # type: ignore[union-attr]
+            else:
+                st.observe_latency(latency, policy._alpha)  # type: ignore[union-attr]
+        else:
+            health.observe(None, counts)
         if counts:
             breaker.on_failure(now, self.pending_probe)
         else:
@@ -597,8 +615,8 @@ class TaskRun:
         # Backoff spreads load off a struggling provider; a wrong answer is no sign of
         # one, so a retry after a failed validation goes at once.
         delay = 0.0 if kind is _VALIDATION else self._backoff(self.attempt)
-        if outcome.retry_after_s is not None and kind in _RETRY_AFTER_KINDS:
-            delay = max(delay, outcome.retry_after_s)
+        if retry_after_s is not None and kind in _RETRY_AFTER_KINDS:
+            delay = max(delay, retry_after_s)
         ewma = st.latency_ewma_s  # type: ignore[union-attr]
         expected = ewma if ewma is not None else (m.latency_s or 0.0)
         if now + delay + expected >= self.deadline:

@@ -8,7 +8,11 @@ Each task runs the same loop as the live driver::
 
 not as a SimPy process but as callbacks of the events it waits for (:class:`_Job`),
 which is the same schedule at a fraction of the cost; a task whose first action is
-a Finish (budget-rejected, no candidate) creates no event at all.
+a Finish (budget-rejected, no candidate) creates no event at all, and a Wait that
+would be the very next event anyway (nothing queued before its end: the 0 s retry
+after a failed validation, mostly) goes on at once, on the clock it would have had.
+SimPy's queue is run by :meth:`Simulation._loop` (``Environment.run``'s order, with
+a task's timer carrying its continuation instead of a callback list).
 
 The policy is :class:`router.RoutingPolicy`, unchanged. The provider side of a
 call follows the scenario's :class:`~sim.world.providers.World` for this seed:
@@ -57,6 +61,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
+from heapq import heappop
 from typing import Any, Literal
 
 import simpy
@@ -93,12 +98,13 @@ class _Timer:
 
     ``env.timeout(d)`` with one callback is an entry ``(now + d, NORMAL, eid, event)``
     in the environment's queue; :meth:`simpy.Environment.step` then calls the event's
-    callbacks and checks ``_ok``. An object that waits on one timer at a time (a
-    :class:`_Job`, the :class:`Simulation`'s arrivals) can be that event itself,
-    scheduled with :meth:`simpy.Environment.schedule`: the entry, its order (time,
-    priority, creation number) and the callback are the same, without a Timeout object
-    per wait. Events that something else waits on (a capacity slot in a condition)
-    stay SimPy events.
+    callbacks and checks ``_ok``. An object that waits on one timer at a time (the
+    :class:`Simulation`'s arrivals) can be that event itself, scheduled with
+    :meth:`simpy.Environment.schedule`: the entry, its order (time, priority, creation
+    number) and the callback are the same, without a Timeout object per wait. Events
+    that something else waits on (a capacity slot in a condition) stay SimPy events.
+    (A :class:`_Job` is such an entry too, run by :meth:`Simulation._loop` without a
+    callback list.)
     """
 
     __slots__ = ("callbacks",)
@@ -340,7 +346,7 @@ class Simulation:
                         self.sink.add(action.result)
                     else:
                         w = i if self._orig is None else self._orig[j]
-                        _Job(self, w, task, run, 0)._call(action)
+                        _Job(self, w, task, run, 0)._call(action, now)
                     return
         starting: list[tuple[int, int, Task]] = []
         while i < self._n_tasks:
@@ -377,7 +383,7 @@ class Simulation:
                 if type(action) is Finish:
                     self.sink.add(action.result)
                 else:
-                    _Job(self, w, task, run, 0)._call(action)
+                    _Job(self, w, task, run, 0)._call(action, now)
             return
         for i, w, task in starting:
             if n == 1:
@@ -412,9 +418,9 @@ class Simulation:
             return
         job = _Job(self, index, task, run, replica)
         if self.link is None:
-            job._call(action)  # a first action is never a Wait; no admission to ask
+            job._call(action, now)  # a first action is never a Wait; no admission to ask
         else:
-            job.drive(action)
+            job.drive(action, now)
 
     @staticmethod
     def _release(site: ProviderSite[simpy.Event]) -> None:
@@ -449,23 +455,65 @@ class Simulation:
         # fired event's list (after taking it off the event), so one list serves them all.
         # (It refers back to this object: dropped after the run, so no cycle outlives it.)
         self._arrive_callbacks: list[Callable[[Any], None]] = [self._arrive]
+        # Scheduling goes through env.schedule as looked up now (one bound method for
+        # the run; a test may wrap it to count the events).
+        self._schedule = self.env.schedule
+        self._queue = self.env._queue
         first = self.env.event()
         first.callbacks.append(self._arrive)
         first.succeed()
         try:
-            self.env.run()
+            self._loop()
         finally:
+            self._schedule = None  # type: ignore[assignment]
             self._cols = None
             self._ids = self._at = self._types = self._pts = self._cts = []
             self._arrive_callbacks = []
             self._arrival_timer.callbacks = None
 
+    def _loop(self) -> None:
+        """:meth:`simpy.Environment.run` with no ``until``: every event in its order.
 
-class _Job(_Timer):
+        Each entry ``(time, priority, eid, event)`` is taken off SimPy's queue and the
+        clock set, as :meth:`~simpy.Environment.step` does; a SimPy event then runs its
+        callbacks (and a failed, undefused one crashes the run, as in ``step``). A
+        :class:`_Job` has no callback list: its continuation is called with the clock
+        (what its one callback would have done, without a list and a bound method per
+        wait and a property read of ``env.now`` per step). Nothing here stops early:
+        SimPy's ``StopSimulation`` is raised only by an ``until`` this run has none of.
+        """
+        env = self.env
+        queue = env._queue
+        pop = heappop
+        job = _Job
+        timer = self._arrival_timer
+        arrive = self._arrive
+        while queue:
+            now, _, _, event = pop(queue)
+            env._now = now
+            if type(event) is job:
+                event.then(event, now)
+            elif event is timer:
+                timer.callbacks = None
+                arrive(timer)
+            else:
+                callbacks, event.callbacks = event.callbacks, None
+                for callback in callbacks:
+                    callback(event)
+                if not event._ok and not hasattr(event, "_defused"):
+                    exc = type(event._value)(*event._value.args)
+                    exc.__cause__ = event._value
+                    raise exc
+
+
+class _Job:
     """One task in flight: the routing run and the call it is making.
 
     The steps of :meth:`drive` and the call's continuations are what the task's SimPy
     process used to run between its ``yield`` statements (see :meth:`Simulation._arrive`).
+    A job waits on one timer at a time, as its own entry in SimPy's queue (see
+    :class:`_Timer`): :attr:`then` is what runs when it fires (``then(job, now)``, called
+    by :meth:`Simulation._loop`).
     """
 
     __slots__ = (
@@ -474,6 +522,7 @@ class _Job(_Timer):
         "task",
         "run",
         "replica",
+        "then",
         "m",
         "site",
         "start",
@@ -492,7 +541,7 @@ class _Job(_Timer):
         self.replica = replica
         self.slot: simpy.Event | None = None
 
-    def drive(self, action: Call | Finish | Any) -> None:
+    def drive(self, action: Call | Finish | Any, now: float) -> None:
         """Carry out ``action`` and what follows until the task must wait or is done."""
         sim = self.sim
         run = self.run
@@ -503,43 +552,55 @@ class _Job(_Timer):
                 if link is not None:
                     reason = link.admit(self.replica, run, action)
                     if reason is not None:
-                        action = run.refuse(sim.env.now, reason)
+                        action = run.refuse(now, reason)
                         continue
-                self._call(action)
+                self._call(action, now)
                 return
             if kind is Finish:
                 sim.sink.add(action.result)
                 return
-            self._after(action.seconds, self._waited)
+            # A Wait. When nothing else is queued at or before its end (the common retry
+            # after a failed validation waits 0 s), its timer would be the very next
+            # event: the clock moves there and the task goes on now, the same step
+            # without the queue's round trip. (Leaving out its queue entry changes no
+            # other event's order: entries are ordered by time, priority, then creation,
+            # and creation numbers only ever grow.)
+            seconds = action.seconds
+            if seconds >= 0:
+                at = now + seconds  # the time env.schedule would give it
+                queue = sim._queue
+                if not queue or queue[0][0] > at:
+                    sim.env._now = now = at
+                    action = run.next_action(now)
+                    continue
+            self._after(seconds, _Job._waited)
             return
 
-    def _after(self, delay: float, then: Callable[[Any], None]) -> None:
-        """``env.timeout(delay).callbacks.append(then)``, with this job as the event."""
+    def _after(self, delay: float, then: Callable[[_Job, float], None]) -> None:
+        """``env.timeout(delay)`` with ``then`` as its callback, this job as the event."""
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")  # as env.timeout would
-        self.callbacks = [then]
-        self.sim.env.schedule(self, _NORMAL, delay)  # type: ignore[arg-type]
+        self.then = then
+        self.sim._schedule(self, _NORMAL, delay)  # type: ignore[arg-type]
 
-    def _waited(self, _event: Any) -> None:
-        self.drive(self.run.next_action(self.sim.env.now))
+    def _waited(self, now: float) -> None:
+        self.drive(self.run.next_action(now), now)
 
-    def _resume(self, outcome: Outcome) -> None:
-        action = self.run.record(outcome, self.sim.env.now)
+    def _resume(self, outcome: Outcome, now: float) -> None:
+        action = self.run.record(outcome, now)
         if type(action) is Finish:
             self.sim.sink.add(action.result)
         else:
-            self.drive(action)
+            self.drive(action, now)
 
-    def _refused(self, _event: Any) -> None:
-        self._resume(self.outcome)
+    def _refused(self, now: float) -> None:
+        self._resume(self.outcome, now)
 
     # -- a simulated provider call (the steps of the module docstring) ---------------
-    def _call(self, action: Call) -> None:
+    def _call(self, action: Call, start: float) -> None:
         sim = self.sim
-        env = sim.env
         m = action.model_index
         site = sim.sites[m]
-        start = env.now
         sim.calls[m] += 1
         timeout = action.timeout_s
         self.m = m
@@ -560,13 +621,14 @@ class _Job(_Timer):
                 lat = sim.world.fail_fast_latency_s(m)
                 lat = lat if lat < timeout else timeout
                 self.outcome = Outcome(_SERVER if lat < timeout else _TIMEOUT, lat, 0.0)
-            self._after(lat, self._refused)
+            self._after(lat, _Job._refused)
             return
         # 3. capacity (ProviderSite.acquire, inlined: a free slot is taken at once)
         if site.in_use < site.capacity:
             site.in_use += 1
         else:
             # what the queued continuation (_queued, _answer) needs besides the above
+            env = sim.env
             self.timeout = timeout
             self.attempt = action.attempt
             slot = env.event()
@@ -582,49 +644,49 @@ class _Job(_Timer):
             task.completion_tokens,
         )  # fmt: skip
         if service >= timeout:  # nothing queued: all of the timeout is left
-            self._after(timeout if timeout > 0 else 0.0, self._too_slow)
+            self._after(timeout if timeout > 0 else 0.0, _Job._too_slow)
             return
         if service < 0:
             raise ValueError(f"Negative delay {service}")  # as env.timeout would
         self.kind = kind
-        # _after(service, self._answered), inlined: the path of nearly every call
-        self.callbacks = [self._answered]
-        env.schedule(self, _NORMAL, service)  # type: ignore[arg-type]
+        # _after(service, _Job._answered), inlined: the path of nearly every call
+        self.then = _Job._answered
+        sim._schedule(self, _NORMAL, service)  # type: ignore[arg-type]
 
     def _queued(self, _event: simpy.Event) -> None:
         slot = self.slot
         self.slot = None
+        now = self.sim.env.now
         if not slot.triggered:  # type: ignore[union-attr]
             self.site.queue.remove(slot)
             self.sim.failures[self.m] += 1
-            self._resume(Outcome(_SILENT, self.timeout, 0.0))
+            self._resume(Outcome(_SILENT, self.timeout, 0.0), now)
             return
         # the slot was handed over by a finishing call: in_use already counts us
-        self._answer()
+        self._answer(now)
 
-    def _answer(self) -> None:
-        env = self.sim.env
-        left = self.timeout - (env.now - self.start)
+    def _answer(self, now: float) -> None:
+        left = self.timeout - (now - self.start)
         # 4. the answer
         task = self.task
         kind, service = self.site.answer(
             self.index, self.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
         )
         if service >= left:
-            self._after(left if left > 0 else 0.0, self._too_slow)
+            self._after(left if left > 0 else 0.0, _Job._too_slow)
             return
         self.kind = kind
-        self._after(service, self._answered)
+        self._after(service, _Job._answered)
 
-    def _too_slow(self, _event: Any) -> None:
+    def _too_slow(self, now: float) -> None:
         sim = self.sim
         m = self.m
         sim.failures[m] += 1
-        outcome = Outcome(sim.slow_kind[m], sim.env.now - self.start, 0.0)
+        outcome = Outcome(sim.slow_kind[m], now - self.start, 0.0)
         sim._release(self.site)
-        self._resume(outcome)
+        self._resume(outcome, now)
 
-    def _answered(self, _event: Any) -> None:
+    def _answered(self, now: float) -> None:
         sim = self.sim
         site = self.site
         if site.queue:
@@ -634,27 +696,28 @@ class _Job(_Timer):
         else:
             site.in_use -= 1  # ProviderSite.release with nobody queued
         m = self.m
-        now = sim.env.now
         latency = now - self.start
         kind = self.kind
+        # run.record(Outcome(kind, latency, cost), now), without the Outcome
         if kind == "ok":
             task = self.task
             cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
             sim.spend[m] += cost
-            outcome = Outcome(_OK, latency, cost)
+            action = self.run.record_kind(_OK, latency, cost, None, now)
         else:
             sim.failures[m] += 1
             if kind == "server_error":
-                outcome = Outcome(_SERVER, latency, 0.0)
+                action = self.run.record_kind(_SERVER, latency, 0.0, None, now)
             elif kind == "context_length":
-                outcome = Outcome(_CONTEXT, latency, 0.0)
+                action = self.run.record_kind(_CONTEXT, latency, 0.0, None, now)
             else:
                 task = self.task
                 cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
                 sim.spend[m] += cost
-                outcome = Outcome(_MALFORMED if kind == "malformed" else _VALIDATION, latency, cost)
-        action = self.run.record(outcome, now)
+                action = self.run.record_kind(
+                    _MALFORMED if kind == "malformed" else _VALIDATION, latency, cost, None, now
+                )
         if type(action) is Finish:
             sim.sink.add(action.result)
         else:
-            self.drive(action)
+            self.drive(action, now)
