@@ -20,6 +20,7 @@ import os
 import shutil
 import zlib
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,6 +203,83 @@ def _number_crc(values: Any, dtype: str, n: int, h: int) -> int:
     return h
 
 
+class _ReadOnce:
+    """A trace column that one run reads once, in order, then drops as it goes.
+
+    :class:`~sim.engine.driver.Simulation` asks a column for rows ``lo:hi`` a chunk at
+    a time, ``lo`` never decreasing. This column holds its rows as separate parts and
+    drops every part that ends at or before the ``lo`` last asked for, so a run that
+    owns its trace frees the trace while the results grow, rather than holding both at
+    its end (~33 bytes a task). Rows already dropped cannot be read again.
+    """
+
+    __slots__ = ("_parts", "_n")
+
+    def __init__(self, parts: Sequence[Any]) -> None:
+        self._parts: deque[tuple[int, Any]] = deque()  # (first row, rows)
+        lo = 0
+        for part in parts:
+            if len(part):
+                self._parts.append((lo, part))
+                lo += len(part)
+        self._n = lo
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, rows: slice) -> Any:
+        lo, hi, step = rows.indices(self._n)
+        if step != 1:
+            raise ValueError("a read-once column is read by contiguous slices")
+        parts = self._parts
+        while parts and parts[0][0] + len(parts[0][1]) <= lo:
+            parts.popleft()
+        if lo < hi and (not parts or lo < parts[0][0]):
+            raise IndexError(f"rows {lo}:{hi} of a read-once column were already dropped")
+        pieces = []
+        for start, part in parts:
+            if start >= hi:
+                break
+            pieces.append(part[max(lo - start, 0) : hi - start])
+        if len(pieces) == 1:
+            return pieces[0]  # a numpy or Arrow slice: the driver converts it
+        return [x for piece in pieces for x in _chunk(piece, 0, len(piece))]
+
+
+#: Rows of a numpy column's parts in :func:`_read_once` (the driver's chunk of rows).
+_PART_ROWS = 1 << 16
+
+
+def _read_once(cols: ReplayColumns) -> ReplayColumns:
+    """``cols`` as :class:`_ReadOnce` columns (the same rows), for a run that owns them.
+
+    Arrow columns keep their chunks as parts (a chunk a batch of the file); a numpy
+    column is copied into parts of :data:`_PART_ROWS` rows, so that the parts can be
+    freed one by one (the copy is made before the run, while its results are small).
+    List columns (short traces) and a sample's ``index`` are left as they are.
+    """
+
+    def parts(column: Any) -> Any:
+        if isinstance(column, np.ndarray) and column.ndim == 1:
+            return _ReadOnce(
+                [column[lo : lo + _PART_ROWS].copy() for lo in range(0, column.size, _PART_ROWS)]
+            )
+        chunks = getattr(column, "chunks", None)
+        if chunks is not None:  # a pyarrow ChunkedArray
+            return _ReadOnce(chunks)
+        return column
+
+    return ReplayColumns(
+        task_ids=parts(cols.task_ids),
+        arrival_s=parts(cols.arrival_s),
+        task_types=cols.task_types,  # one byte a task (dictionary codes): kept whole
+        prompt_tokens=parts(cols.prompt_tokens),
+        completion_tokens=parts(cols.completion_tokens),
+        index=cols.index,
+        key=cols.key,
+    )
+
+
 def run_trace(
     cols: ReplayColumns,
     config: RouterConfig,
@@ -217,6 +295,7 @@ def run_trace(
     replicas: int = 1,
     state_delay: float = 0.0,
     spread: Spread = "round_robin",
+    release_columns: Callable[[], None] | None = None,
 ) -> RunOutput:
     """Simulate one trace under one seed.
 
@@ -229,6 +308,12 @@ def run_trace(
     ``make_sink`` builds the result sink (called like :class:`ResultSink`).
     ``replicas``/``state_delay``/``spread``: the config as N router replicas sharing
     state with that delay (:class:`~sim.engine.driver.Simulation`).
+    ``release_columns`` hands ``cols`` over to the run: it is called before the tasks
+    are simulated, once this function has its own read-once view of the columns
+    (:class:`_ReadOnce`), and the caller, holding the only other reference, drops it
+    there. The run then frees the trace as it reads it, so a long trace's columns
+    (~33 bytes a task) are not held under the results at the end of the run, nor
+    under the summary's arrays. The results are the same.
     """
     model_ids = [m.id for m in config.models]
     n_tasks = len(cols.task_ids)
@@ -237,7 +322,18 @@ def run_trace(
         tkey: int | None = cols.key if cols.key is not None else trace_key(cols)
     else:
         tkey = key
-    world = scenario.realize(seed, horizon, model_ids, trace_key=tkey)
+    if release_columns is not None:
+        cols = _read_once(cols)
+        release_columns()
+    # The world caches its draws in blocks of 4,096 tasks, at most ``max_cached_blocks``
+    # per kind (512 by default: ~96 MiB once full, which any trace past 2M tasks fills).
+    # A whole trace is replayed in task order and its tasks in flight touch a block or
+    # two (a few dozen cached blocks), so 128 per kind serve it with 72 MiB less; a
+    # block evicted too early would be drawn again, identically (results never depend
+    # on the cache). A sample cut from a longer trace (``cols.index``) jumps between
+    # that trace's blocks, so it keeps the default.
+    cache: dict[str, int] = {} if cols.index is not None else {"max_cached_blocks": 128}
+    world = scenario.realize(seed, horizon, model_ids, trace_key=tkey, **cache)
     # The run's churn (world draw blocks, task objects, Parquet chunks) leaves free
     # heap between live blocks, resident for nothing (~45 MiB a million tasks): the sink
     # hands it back every chunk of tasks (values unchanged; milliseconds a call).
@@ -273,11 +369,13 @@ def run_trace(
     # back before the summary's arrays are made, which would otherwise come on top.
     # Not after a short run: there is little to free, and a full collection costs more
     # than the run when an optimizer replays thousands of small samples.
-    del sim, world
+    del sim, world, cols
     if n_tasks >= ResultSink.CHUNK:
         gc.collect()
         _release_free_memory()
-    arrays = sink.arrays()
+    # The summary reads the tasks' routes as the sink's codes; the object array of
+    # route names (8 bytes a task) is made after it, not under its temporaries.
+    arrays = sink.arrays(route=False)
     summary = summarize(
         arrays,
         model_ids,
@@ -286,7 +384,9 @@ def run_trace(
         spend=spend,
         breaker_trips=trips,
         budget_alerts=alerts,
+        routes=sink.route_codes(),
     )
+    arrays["route"] = sink.route_array()
     return RunOutput(
         trace, replication, seed, summary, arrays, outages, calls, failures, spend, trips
     )
@@ -493,26 +593,44 @@ def _per_file_replication(
     writer: pq.ParquetWriter | None,
     progress: Callable[[int], None] | None,
     *,
-    loaded: Sequence[tuple[str, ReplayColumns]],
+    loaded: list[tuple[str, ReplayColumns | None]],
     config: RouterConfig,
     scenario: Scenario,
     seed: int,
     key_by_trace: bool,
     replica_kw: dict[str, Any],
+    release_after: int | None = None,
 ) -> tuple[list[RunOutput], None]:
-    """Replication ``r`` of each file as its own run, in ``loaded`` order."""
+    """Replication ``r`` of each file as its own run, in ``loaded`` order.
+
+    ``release_after``: the last replication; in it each file's entry of ``loaded`` (a
+    list this replay owns) becomes ``(name, None)`` as its run starts, the run then
+    freeing the columns as it reads them (see :func:`run_trace`).
+    """
     runs: list[RunOutput] = []
     done = 0
-    for name, cols in loaded:
+    for f in range(len(loaded)):
+        # Columns passed by index, not kept in a local of this loop: the list entry and
+        # run_trace's argument are then their only references (see release below).
+        name, cols = loaded[f]
+        assert cols is not None, "a trace's columns were released before its last run"
+        n_tasks = len(cols.task_ids)
+        del cols
         base = done
 
         def tick(i: int, base: int = base) -> None:
             if progress is not None:
                 progress(base + i)
 
+        def release(f: int = f, name: str = name) -> None:
+            loaded[f] = (name, None)
+
+        # No ``**replica_kw`` here: a call that unpacks keywords packs its positional
+        # arguments into a tuple that the caller holds until the call returns, and that
+        # tuple would keep the columns alive past release_columns.
         runs.append(
             run_trace(
-                cols,
+                loaded[f][1],  # type: ignore[arg-type]  # not None: asserted above
                 config,
                 scenario,
                 seed=seed + r,
@@ -521,10 +639,13 @@ def _per_file_replication(
                 writer=writer,
                 progress=tick if progress else None,
                 key="content" if key_by_trace else None,
-                **replica_kw,
+                release_columns=release if r == release_after else None,
+                replicas=replica_kw["replicas"],
+                state_delay=replica_kw["state_delay"],
+                spread=replica_kw["spread"],
             )
         )
-        done += len(cols.task_ids)
+        done += n_tasks
     return runs, None
 
 
@@ -628,6 +749,7 @@ def replay(
     state_delay: float = 0.0,
     spread: Spread = "round_robin",
     jobs: int = 1,
+    consume_traces: bool = False,
 ) -> ReplayReport:
     """Replay traces (files or directories, or pre-loaded ``traces``).
 
@@ -657,6 +779,12 @@ def replay(
     the summary, the runs and ``tasks.parquet`` are the same, byte for byte, as with
     ``jobs=1`` (each replication's seed is its own; results are merged in replication
     order).
+
+    ``consume_traces=True`` hands ``traces`` (a list) over: it is emptied, and each
+    trace's last run frees its columns as it reads them (see :func:`run_trace`), so a
+    long trace's columns are not held under its results (the caller must keep no other
+    reference to them). Traces read from ``paths`` are always freed so. Either way
+    the results are the same.
     """
     replica_kw: dict[str, Any] = {
         "replicas": replicas,
@@ -669,7 +797,17 @@ def replay(
         raise ValueError(f"jobs: expected an integer >= 1, got {jobs}")
     config = config or load_seed_config()
     scenario = scenario or load_seed_scenario()
-    loaded = list(traces) if traces is not None else load_traces(paths or [], compact=True)
+    own = traces is None or consume_traces
+    if traces is None:
+        loaded: list[tuple[str, ReplayColumns | None]] = list(
+            load_traces(paths or [], compact=True)
+        )
+    else:
+        loaded = list(traces)
+        if consume_traces:
+            if not isinstance(traces, list):
+                raise TypeError("consume_traces: traces must be a list (it is emptied)")
+            traces.clear()
     model_ids = [m.id for m in config.models]
     tmp: Path | None = None
     writer: pq.ParquetWriter | None = None
@@ -689,7 +827,7 @@ def replay(
         }
         stream = one_stream and bool(loaded)
         if stream:
-            merged, file_index, _ = merge_streams(loaded)
+            merged, file_index, _ = merge_streams(loaded)  # type: ignore[arg-type]
             names = [name for name, _ in loaded]
             work: Callable[..., tuple[list[RunOutput], Any]] = functools.partial(
                 _one_stream_replication,
@@ -700,8 +838,17 @@ def replay(
             )
             per_rep_tasks = len(merged.task_ids)
         else:
-            work = functools.partial(_per_file_replication, loaded=loaded, **common)
-            per_rep_tasks = sum(len(cols.task_ids) for _, cols in loaded)
+            per_rep_tasks = sum(len(cols.task_ids) for _, cols in loaded)  # type: ignore[union-attr]
+            # Columns are released in the last replication, run by this process (a
+            # forked worker's release would free nothing of the parent's).
+            work = functools.partial(
+                _per_file_replication,
+                loaded=loaded,
+                release_after=replications - 1
+                if own and (jobs <= 1 or replications == 1)
+                else None,
+                **common,
+            )
         results = _replications(
             work,
             replications,

@@ -199,7 +199,8 @@ class ResultSink:
         self.trace = trace
         self.replication = replication
         self.seed = seed
-        #: called after every :attr:`CHUNK` tasks (a replay hands freed memory back)
+        #: called after every :attr:`CHUNK` tasks, and with a writer also before each
+        #: chunk's write (a replay hands freed memory back)
         self.every_chunk = every_chunk
         self.started = array("d")
         self.latency = array("d")
@@ -288,9 +289,15 @@ class ResultSink:
             skips_.append(",".join(f"{m}:{why}" for m, why in skips) if skips else "")
             error_.append(error)
             first_.append(first)
-            if len(task_id) >= self.PIECE or len(self.started) - self._written >= self.CHUNK:
+            full = len(self.started) - self._written >= self.CHUNK
+            if full and self.every_chunk is not None:
+                # The churn of the chunk's tasks, freed but kept by the allocators, is
+                # handed back before the write's buffers come on top of it (the write
+                # is a run's memory peak: tens of MiB less).
+                self.every_chunk()
+            if full or len(task_id) >= self.PIECE:
                 self._convert()
-                if len(self.started) - self._written >= self.CHUNK:
+                if full:
                     self.flush()
         if self.every_chunk is not None and not len(self.started) % self.CHUNK:
             self.every_chunk()
@@ -353,17 +360,28 @@ class ResultSink:
         self.writer.write_table(self._pending_table())
         self._clear_pending()
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The compact columns as numpy arrays (``started_s``, ``latency_s``,
-        ``cost_usd`` and ``cause`` are views of the sink's buffers: add no task after
-        this; the others are decoded, in the dtypes they always had)."""
-        flags = np.frombuffer(self.flags, dtype=np.uint8)
-        model = np.frombuffer(self.model, dtype=np.int8 if self.model.typecode == "b" else np.int16)
-        route = np.frombuffer(
+    def route_codes(self) -> tuple[list[str], np.ndarray]:
+        """Each task's route as the distinct names (in order of first appearance) and a
+        view of the sink's codes into them (add no task after this)."""
+        codes = np.frombuffer(
             self.route, dtype=np.uint8 if self.route.typecode == "B" else np.uint16
         )
+        return list(self.route_names), codes
+
+    def route_array(self) -> np.ndarray:
+        """Each task's route name (an object array: ``arrays()["route"]``)."""
+        names, codes = self.route_codes()
+        return np.asarray(names, dtype=object)[codes] if names else np.empty(0, dtype=object)
+
+    def arrays(self, *, route: bool = True) -> dict[str, np.ndarray]:
+        """The compact columns as numpy arrays (``started_s``, ``latency_s``,
+        ``cost_usd`` and ``cause`` are views of the sink's buffers: add no task after
+        this; the others are decoded, in the dtypes they always had). ``route=False``
+        leaves out ``route`` (8 bytes a task: see :meth:`route_codes`)."""
+        flags = np.frombuffer(self.flags, dtype=np.uint8)
+        model = np.frombuffer(self.model, dtype=np.int8 if self.model.typecode == "b" else np.int16)
         error = flags & _ERROR_BITS
-        return {
+        out = {
             "started_s": np.frombuffer(self.started, dtype=np.float64),
             "latency_s": np.frombuffer(self.latency, dtype=np.float64),
             "cost_usd": np.frombuffer(self.cost, dtype=np.float64),
@@ -374,11 +392,11 @@ class ResultSink:
             "retried": (flags & _RETRIED) != 0,
             "error": error,
             "cause": np.frombuffer(self.cause, dtype=np.uint16),
-            # Route names, not codes: arrays of several sinks concatenate correctly.
-            "route": np.asarray(self.route_names, dtype=object)[route]
-            if self.route_names
-            else np.empty(0, dtype=object),
         }
+        if route:
+            # Route names, not codes: arrays of several sinks concatenate correctly.
+            out["route"] = self.route_array()
+        return out
 
 
 def _f(x: float) -> float:
@@ -397,8 +415,14 @@ def summarize(
     spend: Sequence[float],
     breaker_trips: int,
     budget_alerts: int = 0,
+    routes: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """The summary of one run (see the module docstring for the keys)."""
+    """The summary of one run (see the module docstring for the keys).
+
+    ``routes``: each task's route as distinct names and codes indexing them
+    (:meth:`ResultSink.route_codes`), in place of ``arrays["route"]`` (which may then be
+    absent): the same summary without an object per task.
+    """
     n = int(arrays["latency_s"].size)
     success = arrays["success"]
     completed = int(success.sum())
@@ -443,7 +467,7 @@ def summarize(
         }
     errors = arrays.get("error")
     failures_by, causes, per_route = (
-        _failure_breakdown(arrays) if errors is not None else ({}, {}, {})
+        _failure_breakdown(arrays, routes) if errors is not None else ({}, {}, {})
     )
     completion = completed / n if n else 0.0
     return {
@@ -469,7 +493,7 @@ def summarize(
         "failures": failures_by,
         "no_candidate_causes": causes,
         "per_route": per_route,
-        "diagnosis": _diagnose(completion, failed, failures_by, causes, per_route, arrays),
+        "diagnosis": _diagnose(completion, failed, failures_by, causes, per_route, arrays, routes),
         "per_model": per_model,
     }
 
@@ -509,12 +533,29 @@ def _route_codes(routes: np.ndarray) -> tuple[list[str], np.ndarray]:
     return names, inverse
 
 
+def _sorted_codes(
+    routes: tuple[Sequence[str], np.ndarray], keep: np.ndarray | None = None
+) -> tuple[list[str], np.ndarray]:
+    """What :func:`_route_codes` gives for the tasks of ``routes`` (names, codes)
+    (those where ``keep`` is true, if given): the names present, sorted, and each
+    task's index into them."""
+    names, codes = routes
+    if keep is not None:
+        codes = codes[keep]
+    present = np.flatnonzero(np.bincount(codes, minlength=len(names)))
+    order = sorted(present.tolist(), key=lambda i: str(names[i]))
+    rank = np.zeros(len(names), dtype=np.uint8 if len(order) <= 256 else np.int32)
+    rank[order] = np.arange(len(order), dtype=rank.dtype)
+    return [str(names[i]) for i in order], rank[codes]
+
+
 def _cause_name(mask: int) -> str:
     return "+".join(r for r, bit in _SKIP_BIT.items() if mask & bit) or "none"
 
 
 def _failure_breakdown(
     arrays: dict[str, np.ndarray],
+    routes: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> tuple[dict[str, int], dict[str, int], dict[str, dict[str, Any]]]:
     """Failed tasks by reason, no_candidate tasks by cause, and per-route figures."""
     errors = arrays["error"]
@@ -524,9 +565,10 @@ def _failure_breakdown(
     masks, mcounts = np.unique(cause, return_counts=True)
     causes = {_cause_name(int(m)): int(k) for m, k in zip(masks, mcounts, strict=True)}
     per_route: dict[str, dict[str, Any]] = {}
-    routes = arrays["route"]
-    if routes.size:
-        names, inverse = _route_codes(routes)
+    if routes is not None or arrays["route"].size:
+        names, inverse = (
+            _sorted_codes(routes) if routes is not None else _route_codes(arrays["route"])
+        )
         for j, name in enumerate(names):
             mask = inverse == j
             tasks = int(mask.sum())
@@ -549,13 +591,16 @@ def _diagnose(
     causes: dict[str, int],
     per_route: dict[str, dict[str, Any]],
     arrays: dict[str, np.ndarray],
+    routes: tuple[Sequence[str], np.ndarray] | None = None,
 ) -> str | None:
     """One line naming the largest single cause of failure, when completion is low."""
-    if not failed or completion >= DIAGNOSE_BELOW or "route" not in arrays:
+    if not failed or completion >= DIAGNOSE_BELOW or ("route" not in arrays and routes is None):
         return None
     errors = arrays["error"]
     bad = errors > 0
-    names, inverse = _route_codes(arrays["route"][bad])
+    names, inverse = (
+        _sorted_codes(routes, bad) if routes is not None else _route_codes(arrays["route"][bad])
+    )
     # Failed tasks counted by (route, error, cause), on integers: text keys for every
     # failed task took gigabytes on long runs. The top key is the most frequent, a tie
     # going to the smallest "route|error|cause" text (what sorting the texts gave).

@@ -844,7 +844,11 @@ def _collect_replay_columns(
                 problems.append(repeated)
             raise _earliest(problems)
         hashes[lo:hi] = task_ids.hash(seed=0).to_numpy()
-        ids.append(task_ids.to_arrow().cast(pa.string()))  # 32-bit offsets: see below
+        # 32-bit offsets (see below), and a copy in Arrow's pool: the cast alone would
+        # share the text buffer polars allocated, which polars' allocator keeps resident
+        # for seconds after it is freed, so a trace a replay frees as it reads it (see
+        # sim.engine.replays.run_trace) would not give its ids back in time.
+        ids.append(pa.concat_arrays([task_ids.to_arrow().cast(pa.string())]))
         at = converted["arrival_s"].to_numpy()
         arrival[lo:hi] = at
         if at.size:
