@@ -41,12 +41,45 @@ def write_figures(report, config: RouterConfig, out: Path) -> list[Path]:  # noq
     return paths
 
 
+#: Points per curve at most. A figure is about 700 pixels wide, so more points draw
+#: the same line, and a 10M-task run would hand matplotlib 10M of them (hundreds of MiB
+#: of paths on top of the run's results).
+MAX_POINTS = 2_000
+
+
+def cdf_points(latency: np.ndarray, max_points: int = MAX_POINTS) -> tuple[np.ndarray, np.ndarray]:
+    """The empirical CDF of ``latency`` as (x, y): every point for up to ``max_points``
+    values, else the exact points at ``max_points`` evenly spaced ranks (first and last
+    included)."""
+    lat = np.sort(latency)
+    n = lat.size
+    if n <= max_points:
+        return lat, np.arange(1, n + 1) / n
+    ranks = np.unique(np.linspace(0, n - 1, max_points).round().astype(np.int64))
+    return lat[ranks], (ranks + 1) / n
+
+
+def spend_points(
+    started: np.ndarray, cost: np.ndarray, max_points: int = MAX_POINTS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cumulative spend over start time as (t, spend): at every task for up to
+    ``max_points`` tasks, else at ``max_points`` evenly spaced times (each point the
+    exact spend of the tasks started by then), without sorting the tasks."""
+    n = started.size
+    if n <= max_points:
+        order = np.argsort(started, kind="stable")
+        return started[order], np.cumsum(cost[order])
+    edges = np.linspace(float(started.min()), float(started.max()), max_points + 1)
+    sums, _ = np.histogram(started, bins=edges, weights=cost)
+    return edges[1:], np.cumsum(sums)
+
+
 def _latency_cdf(runs, path: Path) -> Path:  # noqa: ANN001
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
-        lat = np.sort(r.arrays["latency_s"][r.arrays["success"]])
+        lat = r.arrays["latency_s"][r.arrays["success"]]
         if lat.size:
-            ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=r.trace)
+            ax.plot(*cdf_points(lat), label=r.trace)
     ax.set_xlabel("task latency (s), completed tasks")
     ax.set_ylabel("share of tasks")
     ax.set_title("Latency CDF")
@@ -79,9 +112,8 @@ def _completion_vs_cost(summary, config: RouterConfig, path: Path) -> Path:  # n
 def _spend_over_time(runs, path: Path) -> Path:  # noqa: ANN001
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
-        order = np.argsort(r.arrays["started_s"], kind="stable")
-        t = r.arrays["started_s"][order] / 3600.0
-        ax.plot(t, np.cumsum(r.arrays["cost_usd"][order]), label=r.trace)
+        t, spend = spend_points(r.arrays["started_s"], r.arrays["cost_usd"])
+        ax.plot(t / 3600.0, spend, label=r.trace)
     ax.set_xlabel("time (h)")
     ax.set_ylabel("cumulative spend (USD)")
     ax.set_title("Spend over time")
