@@ -11,7 +11,7 @@
 2. The month study: ``--trials`` (100) trials, ``--jobs`` (2) workers, the default
    study (net_value, TPE, 3 training seeds, top 5 re-run on 10 selection seeds and
    the winner on 10 reporting seeds, racing on) with the fidelity schedule
-   ``--fidelity`` (0.03,0.1,0.3; successive halving, reduction factor 3). Wall
+   ``--fidelity`` (0.03,0.1,0.3; synchronous successive halving, reduction factor 3). Wall
    time and peak RSS (this process and its forked workers).
 3. The first ``--slice`` (1,000,000) tasks: the same study at full fidelity (every
    trial on the whole slice; the default median pruning on replications) and
