@@ -40,7 +40,6 @@ slot back while the run's allowance of repeats lasts.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import socket
 from collections.abc import Callable
@@ -49,80 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from router import RouterConfig, config_from_dict
+from router import RouterConfig
 
 if TYPE_CHECKING:
     from optimize.space import SearchSpace
     from optimize.study import Evaluator, Progress, StudySettings
-
-#: The evaluator forked pool workers inherit (set before the pool is made).
-_POOL_EVALUATOR: Evaluator | None = None
-
-
-def _pool_summary(args: tuple[dict[str, Any], int, float]) -> dict[str, Any]:
-    data, seed, fraction = args
-    assert _POOL_EVALUATOR is not None
-    return _POOL_EVALUATOR.summary(config_from_dict(data), seed, fraction)
-
-
-class _Replays:
-    """Summaries of (config, seed, fraction) replays, each simulated once per run.
-
-    With ``jobs`` > 1 (and fork available) they run in a forked pool in submission
-    order; otherwise at submission. A replay depends only on its config, seed and
-    fraction, so the summaries are the same either way.
-    """
-
-    def __init__(self, evaluator: Evaluator, jobs: int) -> None:
-        self.evaluator = evaluator
-        self.jobs = jobs if "fork" in mp.get_all_start_methods() else 1
-        self.memo: dict[tuple[str, int, float], Any] = {}
-        self.simulated = 0
-        self._pool: Any = None
-
-    def submit(self, key: str, config: RouterConfig, seed: int, fraction: float) -> None:
-        global _POOL_EVALUATOR
-        k = (key, seed, fraction)
-        if k in self.memo:
-            return
-        self.simulated += 1
-        if self.jobs <= 1:
-            self.memo[k] = self.evaluator.summary(config, seed, fraction)
-            return
-        if self._pool is None:
-            _POOL_EVALUATOR = self.evaluator  # inherited by the forked workers
-            self._pool = mp.get_context("fork").Pool(self.jobs)
-        self.memo[k] = self._pool.apply_async(
-            _pool_summary, ((config.model_dump(mode="json"), seed, fraction),)
-        )
-
-    def ready(self, key: str, seed: int, fraction: float) -> bool:
-        v = self.memo[(key, seed, fraction)]
-        return isinstance(v, dict) or v.ready()
-
-    def get(self, key: str, seed: int, fraction: float) -> dict[str, Any]:
-        k = (key, seed, fraction)
-        v = self.memo[k]
-        if not isinstance(v, dict):
-            v = self.memo[k] = v.get()  # re-raises a worker's exception
-        return v
-
-    def wait(self, key: str, seed: int, fraction: float, timeout_s: float) -> None:
-        v = self.memo[(key, seed, fraction)]
-        if not isinstance(v, dict):
-            v.wait(timeout_s)
-
-    def close(self, *, terminate: bool = False) -> None:
-        """Stop the pool: let it finish (``terminate``: kill its workers, on an error)."""
-        global _POOL_EVALUATOR
-        if self._pool is not None:
-            if terminate:
-                self._pool.terminate()
-            else:
-                self._pool.close()
-            self._pool.join()
-            self._pool = None
-        _POOL_EVALUATOR = None
 
 
 @dataclass
@@ -166,6 +96,8 @@ class _Halving:
         self.progress = progress
         self.rungs = [*settings.fidelity, 1.0]
         self.seeds = seed_stream("training", settings.seed, settings.replications)
+        from optimize.study import _Replays
+
         self.replays = _Replays(evaluator, settings.jobs)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         # Repeats a run may give back to the budget (as the worker loop's allowance).
@@ -183,7 +115,7 @@ class _Halving:
         """A new batch of up to ``batch_size`` simulated trials; the slots it used."""
         import optuna
 
-        from optimize.study import _Context, _earlier_twin, config_key
+        from optimize.study import _Context, _earlier_twin, config_key, copy_twin
 
         ctx = _Context(self.s, self.space, self.evaluator, self.s.storage)
         want = min(slots, batch_size(self.s.fidelity, self.s.reduction_factor))
@@ -199,12 +131,7 @@ class _Halving:
             twin = _earlier_twin(ctx, self.study, key, trial.number)
             if twin is not None:
                 # Same config, same seeds: the replays would give the same numbers.
-                trial.set_user_attr("duplicate_of", twin.number)
-                for attr in ("metrics", "seed_values", "fidelity", "fidelity_values"):
-                    if attr in twin.user_attrs:
-                        trial.set_user_attr(attr, twin.user_attrs[attr])
-                for name, v in twin.constraints.items():
-                    trial.set_constraint(name, v)
+                copy_twin(trial, twin)
                 self.study.tell(trial, float(twin.value), state=optuna.trial.TrialState.COMPLETE)
                 if self.repeats_left > 0:
                     self.repeats_left -= 1

@@ -301,6 +301,17 @@ def _earlier_twin(ctx: _Context, study: Any, key: str, number: int) -> Any | Non
     return None
 
 
+def copy_twin(trial: Any, twin: Any) -> None:
+    """Mark ``trial`` a repeat of ``twin`` (``duplicate_of``) and give it the twin's
+    user attrs and constraints; the caller returns or tells the twin's values."""
+    trial.set_user_attr("duplicate_of", twin.number)
+    for attr in ("metrics", "seed_values", "fidelity", "fidelity_values"):
+        if attr in twin.user_attrs:
+            trial.set_user_attr(attr, twin.user_attrs[attr])
+    for name, v in twin.constraints.items():
+        trial.set_constraint(name, v)
+
+
 def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
     import optuna
 
@@ -315,12 +326,7 @@ def _evaluate_trial(ctx: _Context, trial: Any) -> float | list[float]:
     if twin is not None:
         # Same config, same seeds: the replay would give the same numbers.
         ctx.repeated = True
-        trial.set_user_attr("duplicate_of", twin.number)
-        for attr in ("metrics", "seed_values", "fidelity", "fidelity_values"):
-            if attr in twin.user_attrs:
-                trial.set_user_attr(attr, twin.user_attrs[attr])
-        for name, v in twin.constraints.items():
-            trial.set_constraint(name, v)
+        copy_twin(trial, twin)
         return list(twin.values) if obj.multi else float(twin.value)
     seeds = seed_stream("training", s.seed, s.replications)
     if s.fidelity:
@@ -645,61 +651,109 @@ class Candidate:
     train_value: float | None
 
 
+#: The evaluator forked pool workers inherit (set before the pool is made).
 _POOL_EVALUATOR: Evaluator | None = None
 
 
-def _pool_summary(args: tuple[dict[str, Any], int]) -> dict[str, Any]:
-    data, seed = args
+def _summary(evaluator: Evaluator, config: RouterConfig, seed: int, fraction: float) -> Any:
+    # The full traces as Evaluator.summary(config, seed): its default, kept for callers
+    # (and test doubles) that only know that form.
+    if fraction >= 1.0:
+        return evaluator.summary(config, seed)
+    return evaluator.summary(config, seed, fraction)
+
+
+def _pool_summary(args: tuple[dict[str, Any], int, float]) -> dict[str, Any]:
+    data, seed, fraction = args
     assert _POOL_EVALUATOR is not None
-    return _POOL_EVALUATOR.summary(config_from_dict(data), seed)
+    return _summary(_POOL_EVALUATOR, config_from_dict(data), seed, fraction)
 
 
-class _Runs:
-    """Summaries of (config, seed) pairs, each simulated once, over ``jobs`` forked workers.
+class _Replays:
+    """Summaries of (config, seed, fraction) replays, each simulated once per run.
 
-    A pair asked for again (the base config among the candidates, the base config on
-    the reporting seeds once the winner is known) is answered from memory. Every
-    batch is simulated in full before the next is chosen, and a replay depends only
-    on its config and seed, so the summaries are the same for any ``jobs``. The pool
-    is forked on the first batch with more than one new pair and kept until
-    :meth:`close`.
+    With ``jobs`` > 1 (and fork available) they run in a forked pool in submission
+    order; otherwise at submission. A replay depends only on its config, seed and
+    fraction, so the summaries are the same either way.
     """
 
     def __init__(self, evaluator: Evaluator, jobs: int) -> None:
         self.evaluator = evaluator
         self.jobs = jobs if "fork" in mp.get_all_start_methods() else 1
-        self.memo: dict[tuple[str, int], dict[str, Any]] = {}
+        self.memo: dict[tuple[str, int, float], Any] = {}
         self.simulated = 0
         self._pool: Any = None
 
-    def __call__(self, pairs: Sequence[tuple[RouterConfig, int]]) -> list[dict[str, Any]]:
+    def submit(self, key: str, config: RouterConfig, seed: int, fraction: float) -> None:
         global _POOL_EVALUATOR
-        keyed = [(config_key(c), c, seed) for c, seed in pairs]
-        todo: dict[tuple[str, int], tuple[RouterConfig, int]] = {}
-        for k, c, seed in keyed:
-            if (k, seed) not in self.memo:
-                todo.setdefault((k, seed), (c, seed))
-        work = list(todo.values())
-        if self.jobs > 1 and len(work) > 1:
-            if self._pool is None:
-                _POOL_EVALUATOR = self.evaluator  # inherited by the forked workers
-                self._pool = mp.get_context("fork").Pool(self.jobs)
-            flat = self._pool.map(
-                _pool_summary, [(c.model_dump(mode="json"), seed) for c, seed in work], chunksize=1
-            )
-        else:
-            flat = [self.evaluator.summary(c, seed) for c, seed in work]
-        self.simulated += len(work)
-        self.memo.update(zip(todo, flat, strict=True))
-        return [self.memo[(k, seed)] for k, _, seed in keyed]
+        k = (key, seed, fraction)
+        if k in self.memo:
+            return
+        self.simulated += 1
+        if self.jobs <= 1:
+            self.memo[k] = _summary(self.evaluator, config, seed, fraction)
+            return
+        if self._pool is None:
+            _POOL_EVALUATOR = self.evaluator  # inherited by the forked workers
+            self._pool = mp.get_context("fork").Pool(self.jobs)
+        self.memo[k] = self._pool.apply_async(
+            _pool_summary, ((config.model_dump(mode="json"), seed, fraction),)
+        )
 
-    def close(self) -> None:
+    def ready(self, key: str, seed: int, fraction: float) -> bool:
+        v = self.memo[(key, seed, fraction)]
+        return isinstance(v, dict) or v.ready()
+
+    def get(self, key: str, seed: int, fraction: float) -> dict[str, Any]:
+        k = (key, seed, fraction)
+        v = self.memo[k]
+        if not isinstance(v, dict):
+            v = self.memo[k] = v.get()  # re-raises a worker's exception
+        return v
+
+    def wait(self, key: str, seed: int, fraction: float, timeout_s: float) -> None:
+        v = self.memo[(key, seed, fraction)]
+        if not isinstance(v, dict):
+            v.wait(timeout_s)
+
+    def close(self, *, terminate: bool = False) -> None:
+        """Stop the pool: let it finish (``terminate``: kill its workers, on an error)."""
         global _POOL_EVALUATOR
         if self._pool is not None:
-            self._pool.close()
+            if terminate:
+                self._pool.terminate()
+            else:
+                self._pool.close()
             self._pool.join()
             self._pool = None
         _POOL_EVALUATOR = None
+
+
+class _Runs:
+    """Summaries of (config, seed) pairs on the full traces, each simulated once, over
+    ``jobs`` forked workers (:class:`_Replays`).
+
+    A pair asked for again (the base config among the candidates, the base config on
+    the reporting seeds once the winner is known) is answered from memory. Every
+    batch is simulated in full before the next is chosen, and a replay depends only
+    on its config and seed, so the summaries are the same for any ``jobs``.
+    """
+
+    def __init__(self, evaluator: Evaluator, jobs: int) -> None:
+        self.replays = _Replays(evaluator, jobs)
+
+    @property
+    def simulated(self) -> int:
+        return self.replays.simulated
+
+    def __call__(self, pairs: Sequence[tuple[RouterConfig, int]]) -> list[dict[str, Any]]:
+        keyed = [(config_key(c), c, seed) for c, seed in pairs]
+        for k, c, seed in keyed:
+            self.replays.submit(k, c, seed, 1.0)
+        return [self.replays.get(k, seed, 1.0) for k, _, seed in keyed]
+
+    def close(self) -> None:
+        self.replays.close()
 
 
 #: Selection seeds every candidate runs before racing may stop it.
