@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import anthropic
@@ -209,17 +210,25 @@ def test_a_429_storm_is_passed_on_with_retry_after_and_the_sdks_honour_it(server
     clients = 20
     lock = threading.Lock()
     served = {"429": 0}
+    seen: set[tuple[str, str]] = set()
 
-    def storm(request: RecordedRequest) -> Reply:
-        # Every provider rate-limits the first round of the storm, then recovers.
-        with lock:
-            if served["429"] < 2 * clients:
-                served["429"] += 1
-                return RateLimit(retry_after_ms=400)
-        return OK
+    def storm(provider: str) -> Callable[[RecordedRequest], Reply]:
+        # Each provider rate-limits each client's first request, then serves it. Keyed
+        # on the client (its prompt), not on arrival order: under load a fast client's
+        # retry can reach a provider before a slow client's first try does.
+        def reply(request: RecordedRequest) -> Reply:
+            key = (provider, request.json()["messages"][-1]["content"])
+            with lock:
+                if key not in seen:
+                    seen.add(key)
+                    served["429"] += 1
+                    return RateLimit(retry_after_ms=400)
+            return OK
 
-    a = servers(default=storm)
-    b = servers(default=storm)
+        return reply
+
+    a = servers(default=storm("a"))
+    b = servers(default=storm("b"))
     gw = gateway(make_config({"a": endpoint(a.url), "b": endpoint(b.url)}))
 
     # Without retries the client sees the gateway's 429 and its Retry-After.
@@ -231,9 +240,10 @@ def test_a_429_storm_is_passed_on_with_retry_after_and_the_sdks_honour_it(server
     with lock:
         served["429"] = 0
 
-    async def one(client: openai.AsyncOpenAI) -> float:
+    async def one(client: openai.AsyncOpenAI, i: int) -> float:
         t0 = time.monotonic()
-        answer = await client.chat.completions.create(model="auto", messages=PROMPT)
+        prompt = [{"role": "user", "content": f"Return a JSON object for client {i}."}]
+        answer = await client.chat.completions.create(model="auto", messages=prompt)
         assert answer.choices[0].message.content == '{"ok": true}'
         return time.monotonic() - t0
 
@@ -241,12 +251,13 @@ def test_a_429_storm_is_passed_on_with_retry_after_and_the_sdks_honour_it(server
         async with openai.AsyncOpenAI(
             base_url=gw.url + "/v1", api_key="unused", max_retries=2
         ) as client:
-            return await asyncio.gather(*(one(client) for _ in range(clients)))
+            return await asyncio.gather(*(one(client, i) for i in range(clients)))
 
     t0 = time.monotonic()
     took = asyncio.run(storm_of_clients())
     assert served["429"] == 2 * clients  # each client's first try met the storm at a and b
-    # a: the lone request, the storm, the retries (a has recovered); b: the first two.
+    # a: the lone request, each client's first try and its retry (served); b: the lone
+    # request and each client's first try.
     assert (len(a.requests), len(b.requests)) == (1 + 2 * clients, 1 + clients)
     # Every client waited out the Retry-After it was given, no longer than it needed.
     assert min(took) >= 0.4 and time.monotonic() - t0 < 5.0
