@@ -16,6 +16,12 @@ Measurements in one run:
    than this while a task is a SimPy-scheduled thing; ``ratio_floor`` = routed / floor.
    Also routed with the *seed* config (daily cap lifted) at 5 tasks/s, the setting of
    issue 15's figures (``seed_ratio_floor``).
+2c. *Policy alone*: the same tasks, config and clock handed to the router's policy
+   with no simulator at all (pre-drawn outcomes, the routed run's share of failed
+   calls), as ``bench/policy.py`` does. Every routed task pays at least this plus the
+   floor, so ``ratio_ceiling`` = floor_time / (floor_time + policy_time) is the most
+   ``ratio_floor`` could be if the world, the driver, SimPy's extra events and the
+   results cost nothing.
 3. *Memory*: the peak RSS of a 1,000,000-task replay (``replay([trace], out=...)``,
    what ``sim replay`` does, Parquet output included) run in a child process, so the
    figure is its own: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after it exits. The
@@ -34,7 +40,8 @@ Prints readable lines, then LAST a JSON object::
 
     {"routed_tasks_per_s": ..., "baseline_tasks_per_s": ..., "ratio": ...,
      "floor_tasks_per_s": ..., "ratio_floor": ..., "seed_routed_tasks_per_s": ...,
-     "seed_ratio_floor": ..., "peak_rss_mib_1m": ..., "big": {...} or null}
+     "seed_ratio_floor": ..., "policy_us_per_task": ..., "ratio_ceiling": ...,
+     "peak_rss_mib_1m": ..., "big": {...} or null}
 
 Targets: ratio_floor >= 0.4 (issue 15); ratio >= 0.5; 1M-task replay < 1 GiB; with
 ``--big``: peak < 1 GiB, ``--out`` adds <= 25%, exponent <= 1.02.
@@ -66,7 +73,17 @@ from typing import Any
 import simpy
 import yaml
 
-from router import RouterConfig, config_from_dict, seed_config_path
+from router import (
+    Call,
+    ErrorKind,
+    Finish,
+    Outcome,
+    RouterConfig,
+    RoutingPolicy,
+    Task,
+    config_from_dict,
+    seed_config_path,
+)
 from sim.engine.replays import RunOutput, replay, run_trace
 from sim.traces.synth import synthesize
 from sim.traces.tasks import ReplayColumns, replay_columns, write_trace
@@ -226,6 +243,57 @@ def baseline(tasks: int, seed: int, repeat: int) -> float:
     return min(mmc_baseline(tasks, BASELINE_SERVERS, lam, mu, seed) for _ in range(repeat))
 
 
+def share_for_calls(calls_per_task: float, attempts: int) -> float:
+    """The failure share f at which a walk of up to ``attempts`` independent tries,
+    stopping at the first success, makes ``calls_per_task`` calls on average."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        f = (lo + hi) / 2
+        if (1 - f**attempts) / (1 - f) < calls_per_task:
+            lo = f
+        else:
+            hi = f
+    return (lo + hi) / 2
+
+
+def policy_alone(
+    cols: ReplayColumns, config: RouterConfig, fail_share: float, seed: int, repeat: int
+) -> tuple[float, float]:
+    """Best-of-``repeat`` seconds the router's policy alone takes for the tasks of
+    ``cols``: each task started at its arrival time, its calls answered at once from
+    pre-drawn outcomes (a share ``fail_share`` of them wrong answers),
+    the clock a plain float. No simulator, no world, no results beyond the policy's.
+    Also returns the calls per task it made."""
+    rng = random.Random(seed)
+    # Most of the simulated world's failed calls are wrong answers (VALIDATION: retried
+    # at once, never an outage), so the policy walks the chain as in the routed run.
+    ok, fail = Outcome(ErrorKind.OK, 1.0), Outcome(ErrorKind.VALIDATION, 1.0)
+    outcomes = [fail if rng.random() < fail_share else ok for _ in range(12 * len(cols))]
+    tasks = [
+        Task(str(i), str(tt), prompt_tokens=int(pt), completion_tokens=int(ct))
+        for i, tt, pt, ct in zip(
+            cols.task_ids, cols.task_types, cols.prompt_tokens, cols.completion_tokens, strict=True
+        )
+    ]
+    arrivals = [float(a) for a in cols.arrival_s]
+    best = float("inf")
+    for _ in range(repeat):
+        policy = RoutingPolicy(config, seed=seed)
+        k = 0
+        t0 = time.perf_counter()
+        for task, now in zip(tasks, arrivals, strict=True):
+            run = policy.start(task, now)
+            action = run.next_action(now)
+            while not isinstance(action, Finish):
+                if isinstance(action, Call):
+                    action = run.record(outcomes[k], now)
+                    k += 1
+                else:
+                    action = run.next_action(now)
+        best = min(best, time.perf_counter() - t0)
+    return best, k / len(tasks)
+
+
 # ------------------------------------------------------------------------ 1M memory
 # Why the child is started before this process does any work: on Linux a process's
 # ru_maxrss starts from its parent's peak RSS at fork/exec time (the kernel carries the
@@ -374,6 +442,20 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     )
     ratio_floor = routed_rate / floor_rate
     print(f"ratio:    routed / floor = {ratio_floor:.3f} (target >= 0.4)")
+    # The share of wrong answers at which a walk of up to 10 attempts (5 models x 2)
+    # makes as many calls per task as the routed run did: (1 - f^10) / (1 - f) = calls.
+    fail_share = share_for_calls(calls / args.tasks, attempts=10)
+    policy_seconds, policy_calls = policy_alone(
+        cols, bench_config(), fail_share, args.seed, args.repeat
+    )
+    ceiling = floor_seconds / (floor_seconds + policy_seconds)
+    print(
+        f"policy:   the router's policy alone, same tasks and config, {fail_share:.1%} of "
+        f"calls wrong, {policy_calls:.2f} calls/task: "
+        f"{1e6 * policy_seconds / args.tasks:.1f} us/task = "
+        f"{policy_seconds / floor_seconds:.2f} floors; ceiling on routed / floor with "
+        f"everything else free = {ceiling:.3f}"
+    )
     seed_cols = replay_columns(synthesize(n_tasks=args.tasks, rate_per_s=5.0, seed=args.seed))
     seed_seconds, seed_out = routed(
         seed_cols, args.seed, args.repeat, False, config=seed_config_uncapped()
@@ -420,6 +502,8 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
                 "ratio_floor": round(ratio_floor, 4),
                 "seed_routed_tasks_per_s": round(seed_rate, 1),
                 "seed_ratio_floor": round(seed_ratio, 4),
+                "policy_us_per_task": round(1e6 * policy_seconds / args.tasks, 2),
+                "ratio_ceiling": round(ceiling, 4),
                 "peak_rss_mib_1m": None if peak is None else round(peak, 1),
                 "big": big,
             }
