@@ -29,6 +29,14 @@ Last line::
     {"month_study_s": ..., "month_tasks": ..., "peak_rss_mib": ..., "mf_speedup_1m": ...,
      "mf_vs_full_netvalue_diff": ..., "mf_vs_full_ci_low": ..., ...}
 
+Before the month study, a lower bound on its time (``month_floor_bound_s``): the
+fewest full-trace replays the study can make (:func:`min_full_replays`: the halving
+schedule's trials on the training seeds, plus the holdout's least with racing), each
+priced at the bare-SimPy floor (``bench/sim_throughput.py``: one process and one
+timeout per task, measured here on the month's first 200,000 arrivals), spread
+perfectly over the workers: what the study would take if routing cost nothing.
+``--bound-only`` prints it and stops.
+
 Targets: month study <= 15 min on a 2-core machine; mf_speedup_1m >= 5 with
 mf_vs_full_ci_high >= 0. A smoke run::
 
@@ -50,6 +58,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from optimize import StudySettings, parse_fidelity, run_study  # noqa: E402
+from optimize.halving import batch_size, kept  # noqa: E402
+from optimize.study import RACE_MIN_SEEDS  # noqa: E402
 from router import load_seed_config  # noqa: E402
 from sim import (  # noqa: E402
     ReplayColumns,
@@ -62,6 +72,8 @@ from sim import (  # noqa: E402
 )
 
 DAY_S = 86_400.0
+sys.path.insert(0, str(ROOT / "bench"))
+from sim_throughput import BASELINE_MEAN_SERVICE_S, floor_run  # noqa: E402
 
 
 def azure_rate() -> float:
@@ -98,6 +110,44 @@ def scaled_config(cols: ReplayColumns, days: float):  # noqa: ANN201 - RouterCon
     per_day = len(cols.task_ids) / days
     cap = 1.25 * float(s["cost_per_task"]) * per_day
     return base.model_copy(update={"budget": base.budget.model_copy(update={"daily_cap_usd": cap})})
+
+
+def min_full_replays(
+    trials: int,
+    schedule: tuple[float, ...],
+    reduction_factor: int,
+    replications: int,
+    holdout: int,
+    top_k: int,
+) -> float:
+    """The fewest replays of the whole trace a study can make, a replay of a fraction
+    f counted as f: every trial of every rung of synchronous successive halving
+    (batches of ``batch_size`` trials, ``kept`` of each rung going on; the full trace
+    last) on ``replications`` training seeds, then the holdout with racing at its
+    cheapest: the base config and the leader on all ``holdout`` selection seeds, the
+    other ``top_k - 1`` candidates stopped after RACE_MIN_SEEDS, the winner and the
+    base config on the ``holdout`` reporting seeds (all of them distinct configs: a
+    pair (config, seed) is replayed once, so a winner that is the base config costs
+    less)."""
+    fractions = (*schedule, 1.0)
+    size = batch_size(schedule, reduction_factor) if schedule else trials
+    work, left = 0.0, trials
+    while left > 0:
+        n = min(size, left)
+        left -= n
+        for k, f in enumerate(fractions):
+            work += n * f
+            if k < len(fractions) - 1:
+                n = kept(n, reduction_factor)
+    work *= replications
+    raced = (top_k - 1) * min(RACE_MIN_SEEDS, holdout)
+    return work + 2 * holdout + raced + 2 * holdout
+
+
+def floor_us_per_task(arrival_s: list[float], seed: int) -> float:
+    """Bare SimPy's cost per task (best of 3) on these arrivals, in microseconds."""
+    best = min(floor_run(arrival_s, BASELINE_MEAN_SERVICE_S, seed) for _ in range(3))
+    return 1e6 * best / len(arrival_s)
 
 
 def peak_rss_mib() -> float:
@@ -149,6 +199,9 @@ def main() -> None:
     ap.add_argument(
         "--skip-month", action="store_true", help="only the slice comparison (month_* null)"
     )
+    ap.add_argument(
+        "--bound-only", action="store_true", help="print the month study's lower bound and stop"
+    )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     fidelity = parse_fidelity(args.fidelity)
@@ -165,6 +218,25 @@ def main() -> None:
     )
     base = scaled_config(cols, args.days)
     print(f"daily cap scaled to ${base.budget.daily_cap_usd:,.2f}", flush=True)
+    replays = min_full_replays(
+        args.trials,
+        fidelity,
+        3,
+        StudySettings.replications,  # the default the studies below use
+        args.holdout_replications,
+        args.top_k,
+    )
+    floor_us = floor_us_per_task([float(a) for a in cols.arrival_s[:200_000]], args.seed)
+    bound_s = replays * n * floor_us / 1e6 / args.jobs
+    print(
+        f"bound: at least {replays:.1f} replays of the whole trace (trials and holdout), "
+        f"bare SimPy {floor_us:.2f} us a task, {args.jobs} workers: >= {bound_s:,.0f} s "
+        f"with routing free (target 900 s)",
+        flush=True,
+    )
+    if args.bound_only:
+        print(json.dumps({"month_floor_bound_s": round(bound_s, 1), "month_tasks": n}))
+        return
 
     month_s: float | None = None
     if not args.skip_month:
@@ -181,6 +253,7 @@ def main() -> None:
     d = paired_difference(full.holdout["values"], mf.holdout["values"])
     out = {
         "month_study_s": None if month_s is None else round(month_s, 1),
+        "month_floor_bound_s": round(bound_s, 1),
         "month_tasks": n,
         "peak_rss_mib": round(rss, 1),
         "mf_speedup_1m": round(full.summary["seconds_study"] / mf.summary["seconds_study"], 2),

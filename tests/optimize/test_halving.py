@@ -128,3 +128,30 @@ def test_a_resumed_halving_study_goes_on_with_new_batches(
         if "duplicate_of" not in t.user_attrs
     ]
     assert batches == [0] * 9 + [1] * 3
+
+
+def test_the_month_benchs_lower_bound_counts_the_replays_a_study_makes(
+    halved: tuple[StudySettings, object],
+) -> None:
+    # bench/study_month.py prices the month study from min_full_replays: it must count
+    # what a study replays, not less (an optimistic bound) nor more.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from study_month import min_full_replays
+
+    settings, report = halved
+    per_rung = report.summary["fidelity"]["trials_per_rung"]
+    assert per_rung == [12, 4, 2]
+    trials = sum(n * f for n, f in zip(per_rung, (*settings.fidelity, 1.0), strict=True))
+    bound = min_full_replays(12, settings.fidelity, 3, 2, 3, 2)
+    # The trials' share is exactly what the study replayed (a sample of fraction f
+    # counted as f), on its 2 training seeds ...
+    holdout = bound - settings.replications * trials
+    assert settings.replications * trials == pytest.approx(2 * (12 * 0.1 + 4 * 0.3 + 2 * 1.0))
+    # ... and the holdout's is the base config and both candidates on the 3 selection
+    # seeds, the winner and the base config on the 3 reporting seeds. A study replays no
+    # more; fewer where configs coincide (a pair (config, seed) is replayed once; this
+    # study's holdout replayed 9).
+    assert holdout == pytest.approx(3 + 2 * 3 + 3 + 3)
+    assert report.summary["holdout_runs"] <= holdout
