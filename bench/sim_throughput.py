@@ -243,13 +243,23 @@ def baseline(tasks: int, seed: int, repeat: int) -> float:
     return min(mmc_baseline(tasks, BASELINE_SERVERS, lam, mu, seed) for _ in range(repeat))
 
 
-def share_for_calls(calls_per_task: float, attempts: int) -> float:
-    """The failure share f at which a walk of up to ``attempts`` independent tries,
-    stopping at the first success, makes ``calls_per_task`` calls on average."""
+def share_for_calls(
+    cols: ReplayColumns, config: RouterConfig, calls_per_task: float, seed: int
+) -> float:
+    """The share of wrong answers at which :func:`policy_alone` makes
+    ``calls_per_task`` calls a task on the first 5,000 tasks of ``cols`` (bisection:
+    more wrong answers, more of each chain walked)."""
+    head = ReplayColumns(
+        cols.task_ids[:5000],
+        cols.arrival_s[:5000],
+        cols.task_types[:5000],
+        cols.prompt_tokens[:5000],
+        cols.completion_tokens[:5000],
+    )
     lo, hi = 0.0, 1.0
-    for _ in range(60):
+    for _ in range(16):
         f = (lo + hi) / 2
-        if (1 - f**attempts) / (1 - f) < calls_per_task:
+        if policy_alone(head, config, f, seed, 1)[1] < calls_per_task:
             lo = f
         else:
             hi = f
@@ -442,9 +452,8 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     )
     ratio_floor = routed_rate / floor_rate
     print(f"ratio:    routed / floor = {ratio_floor:.3f} (target >= 0.4)")
-    # The share of wrong answers at which a walk of up to 10 attempts (5 models x 2)
-    # makes as many calls per task as the routed run did: (1 - f^10) / (1 - f) = calls.
-    fail_share = share_for_calls(calls / args.tasks, attempts=10)
+    # As many calls per task as the routed run made (the same chains walked as far).
+    fail_share = share_for_calls(cols, bench_config(), calls / args.tasks, args.seed)
     policy_seconds, policy_calls = policy_alone(
         cols, bench_config(), fail_share, args.seed, args.repeat
     )
@@ -468,6 +477,18 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
         f"({sum(seed_out.calls) / args.tasks:.2f} calls/task, completion "
         f"{seed_out.summary['completion_rate']:.4f}); floor {seed_floor_rate:,.0f} tasks/s; "
         f"ratio {seed_ratio:.3f} (target >= 0.4)"
+    )
+    seed_calls = sum(seed_out.calls) / args.tasks
+    seed_share = share_for_calls(seed_cols, seed_config_uncapped(), seed_calls, args.seed)
+    seed_policy_s, seed_policy_calls = policy_alone(
+        seed_cols, seed_config_uncapped(), seed_share, args.seed, args.repeat
+    )
+    seed_floor_s = args.tasks / seed_floor_rate
+    seed_ceiling = seed_floor_s / (seed_floor_s + seed_policy_s)
+    print(
+        f"          its policy alone ({seed_policy_calls:.2f} calls/task): "
+        f"{1e6 * seed_policy_s / args.tasks:.1f} us/task = "
+        f"{seed_policy_s / seed_floor_s:.2f} floors; ceiling {seed_ceiling:.3f}"
     )
     base_seconds = baseline(args.tasks, args.seed, args.repeat)
     base_rate = args.tasks / base_seconds
@@ -504,6 +525,7 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
                 "seed_ratio_floor": round(seed_ratio, 4),
                 "policy_us_per_task": round(1e6 * policy_seconds / args.tasks, 2),
                 "ratio_ceiling": round(ceiling, 4),
+                "seed_ratio_ceiling": round(seed_ceiling, 4),
                 "peak_rss_mib_1m": None if peak is None else round(peak, 1),
                 "big": big,
             }
