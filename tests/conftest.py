@@ -15,3 +15,38 @@ import sys
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 if "numpy" in sys.modules:  # a plugin imported numpy first: the setting came too late
     sys.stderr.write("tests/conftest.py: numpy was imported before OPENBLAS_NUM_THREADS\n")
+
+import fcntl  # noqa: E402
+import tempfile  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "realtime: drives the live router against a twin in wall-clock time; under "
+        "pytest-xdist it runs while no other test does (a busy second core shows up "
+        "as latency the provider never caused)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def _realtime_runs_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Under pytest-xdist, every test holds a shared lock on one file per run and a
+    ``realtime`` test an exclusive one, so a realtime test starts once the other
+    worker's current test ends and the other worker waits until it is done. Serial
+    runs take no lock."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield
+        return
+    exclusive = request.node.get_closest_marker("realtime") is not None
+    with open(Path(tempfile.gettempdir()) / f"costroute-tests-{run}.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

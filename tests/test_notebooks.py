@@ -11,7 +11,15 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+# 03_calibrate records the live router against a twin at 20x wall-clock speed.
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(p, marks=pytest.mark.realtime) if p.name == "03_calibrate.ipynb" else p
+        for p in NOTEBOOKS
+    ],
+    ids=[p.name for p in NOTEBOOKS],
+)
 def test_notebook_runs(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     NotebookClient(

@@ -298,6 +298,7 @@ MAX_STALLED_SHARE = 0.05
 SCALE = 0.1
 
 
+@pytest.mark.realtime
 def test_live_recording_recovers_the_hidden_truth(tmp_path: Path) -> None:
     """The live router against the twin serving the hidden truth: recorded, calibrated,
     and validated out of sample (first half calibrates, second half is predicted).
