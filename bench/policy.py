@@ -63,6 +63,26 @@ def bench_config() -> RouterConfig:
     )
 
 
+def drive(
+    policy: RoutingPolicy, tasks: list[Task], times: list[float], outcomes: list[Outcome]
+) -> tuple[float, int]:
+    """Route ``tasks`` through ``policy`` alone, task i started and finished at
+    ``times[i]``, its calls answered at once by ``outcomes`` in turn; the wall seconds
+    it took and the calls made."""
+    k = 0
+    t0 = time.perf_counter()
+    for task, now in zip(tasks, times, strict=True):
+        run_ = policy.start(task, now)
+        action = run_.next_action(now)
+        while not isinstance(action, Finish):
+            if isinstance(action, Call):
+                action = run_.record(outcomes[k], now)
+                k += 1
+            else:
+                action = run_.next_action(now)
+    return time.perf_counter() - t0, k
+
+
 def run(tasks: int, seed: int) -> dict[str, float]:
     rng = random.Random(seed)
     ok = Outcome(ErrorKind.OK, 0.8)
@@ -72,23 +92,7 @@ def run(tasks: int, seed: int) -> dict[str, float]:
         Task(f"t{i}", "json", prompt_tokens=1000, completion_tokens=50) for i in range(tasks)
     ]
     policy = RoutingPolicy(bench_config(), seed=seed)
-    now = 0.0
-    k = 0
-    calls = 0
-    t0 = time.perf_counter()
-    for task in task_objs:
-        run_ = policy.start(task, now)
-        action = run_.next_action(now)
-        while not isinstance(action, Finish):
-            if isinstance(action, Call):
-                out = outcomes[k]
-                k += 1
-                calls += 1
-                action = run_.record(out, now)
-            else:
-                action = run_.next_action(now)
-        now += 0.01
-    elapsed = time.perf_counter() - t0
+    elapsed, calls = drive(policy, task_objs, [0.01 * i for i in range(tasks)], outcomes)
     return {
         "us_per_task": round(elapsed / tasks * 1e6, 3),
         "tasks": tasks,
