@@ -33,20 +33,24 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(autouse=True)
-def _realtime_runs_alone(request: pytest.FixtureRequest) -> Iterator[None]:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
     """Under pytest-xdist, every test holds a shared lock on one file per run and a
     ``realtime`` test an exclusive one, so a realtime test starts once the other
     worker's current test ends and the other worker waits until it is done. Serial
-    runs take no lock."""
+    runs take no lock.
+
+    The lock spans the item's whole protocol -- setup, call and teardown -- because a
+    module- or session-scoped fixture is set up inside the first test that needs it:
+    a lock taken by a function-scoped fixture came after it, so a realtime module
+    fixture (test_fidelity's recording) ran beside the other worker's tests."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run is None:
-        yield
-        return
-    exclusive = request.node.get_closest_marker("realtime") is not None
+        return (yield)
+    exclusive = item.get_closest_marker("realtime") is not None
     with open(Path(tempfile.gettempdir()) / f"costroute-tests-{run}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         try:
-            yield
+            return (yield)
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)

@@ -19,6 +19,9 @@ from sim.twin.fidelity import (
 )
 from sim.world.scenario import load_seed_scenario
 
+# The recording runs in wall-clock time (see tests/conftest.py).
+pytestmark = pytest.mark.realtime
+
 
 @pytest.fixture(scope="module")
 def report() -> FidelityReport:
