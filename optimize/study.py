@@ -24,7 +24,9 @@ How a study runs (:func:`run_study`):
    slots from a shared counter, so the study ends with exactly the requested
    number of simulated (complete or pruned, not repeated) trials. Trials left
    RUNNING by a killed process on this machine are marked FAIL when the study
-   is resumed; every finished trial is kept.
+   is resumed, and so are trials no worker named within ``UNNAMED_GRACE_S`` (a
+   process killed between creating a trial and naming itself); every finished
+   trial is kept.
 4. Choosing and reporting the winner uses seeds no trial was scored on, in
    named, disjoint streams (:data:`SEED_STREAMS`, :func:`seed_stream`): trials
    train on ``seed + [0, R)``; the top ``top_k`` distinct feasible trials (for
@@ -510,15 +512,42 @@ def _worker(
                         slots.value += 1
 
 
-def _fail_stale_trials(study: Any) -> int:
-    """Mark RUNNING trials whose worker process on this host is gone as FAIL."""
+#: Seconds a RUNNING trial may stay without a ``worker`` name before a resume takes it
+#: for orphaned. ``ask`` writes the trial and the objective names its worker in the
+#: next write, milliseconds later; only a process killed in between leaves a trial
+#: unnamed (measured: a SIGKILL just after a trial completed, in CI).
+UNNAMED_GRACE_S = 10.0
+
+
+def _fail_stale_trials(study: Any, *, grace_s: float = UNNAMED_GRACE_S) -> int:
+    """Mark RUNNING trials whose worker process on this host is gone as FAIL, and
+    RUNNING trials that no worker named within ``grace_s`` of their start (a process
+    killed between creating a trial and naming itself; any host). A young unnamed
+    trial is waited for until it is ``grace_s`` old, then looked at again: without
+    that rule such a trial stayed RUNNING through every resume."""
     import optuna
 
+    running = (optuna.trial.TrialState.RUNNING,)
     host = socket.gethostname()
+    unnamed = [
+        t for t in study.get_trials(deepcopy=False, states=running) if "worker" not in t.user_attrs
+    ]
+    if unnamed:
+        ages = [_age_s(t) for t in unnamed]
+        wait = grace_s - min(ages)
+        if wait > 0:
+            time.sleep(wait)
     n = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker = str(t.user_attrs.get("worker", ""))
-        w_host, _, pid = worker.rpartition(":")
+    for t in study.get_trials(deepcopy=False, states=running):
+        worker = t.user_attrs.get("worker")
+        if worker is None:
+            if _age_s(t) >= grace_s:
+                study._storage.set_trial_state_values(
+                    t._trial_id, state=optuna.trial.TrialState.FAIL
+                )
+                n += 1
+            continue
+        w_host, _, pid = str(worker).rpartition(":")
         if w_host != host or not pid.isdigit():
             continue
         if _alive(int(pid)):
@@ -526,6 +555,15 @@ def _fail_stale_trials(study: Any) -> int:
         study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
         n += 1
     return n
+
+
+def _age_s(trial: Any) -> float:
+    """Seconds since ``trial`` started (Optuna stamps it with the local ``now()``)."""
+    import datetime as dt
+
+    if trial.datetime_start is None:
+        return math.inf
+    return (dt.datetime.now() - trial.datetime_start).total_seconds()
 
 
 def _alive(pid: int) -> bool:

@@ -403,3 +403,57 @@ def test_export_refuses_an_infeasible_winner_unless_forced(
     assert text.startswith("# WARNING: exported although it should not go live as it is:\n")
     assert "# Not carried (LiteLLM has no equivalent" in text
     assert yaml.safe_load(text)["model_list"]
+
+
+# A process killed the instant its new trial exists: `Study.ask` wrapped to SIGKILL
+# itself right after creating trial 3, before any other write of that trial.
+_KILLED_AFTER_ASK = """
+import os, signal, sys
+import optuna
+from optimize.cli import main
+
+ask = optuna.Study.ask
+
+def ask_then_die(self, *a, **kw):
+    trial = ask(self, *a, **kw)
+    if trial.number == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return trial
+
+optuna.Study.ask = ask_then_die
+sys.argv = ["optimize", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("schedule", [[], ["--fidelity", "0.3"]], ids=["plain", "halving"])
+def test_a_kill_right_after_a_trial_is_created_leaves_nothing_running(
+    tmp_path: Path, small_trace_file: Path, schedule: list[str]
+) -> None:
+    """The window between creating a trial and naming its worker: without a name a
+    resume could not tell the trial was orphaned, and it stayed RUNNING for good (CI
+    saw it once in the SIGKILL test above). A resume now fails a trial left unnamed
+    for UNNAMED_GRACE_S (waiting that long for a young one, as here)."""
+    args = ["run", str(small_trace_file), "--trials", "6", "--no-prune", *schedule, *FAST]
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_ASK, *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    journal = tmp_path / "studies" / "routing.journal"
+    study = optuna.load_study(study_name="routing", storage=open_storage(str(journal)))
+    orphan = study.trials[3]
+    assert orphan.state == optuna.trial.TrialState.RUNNING
+    assert "worker" not in orphan.user_attrs
+    res = optimize(*args, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    study = optuna.load_study(study_name="routing", storage=open_storage(str(journal)))
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states, states
+    assert study.trials[3].state == optuna.trial.TrialState.FAIL
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    simulated = [t for t in study.trials if t.state in finished]
+    assert len([t for t in simulated if "duplicate_of" not in t.user_attrs]) == 6
