@@ -11,7 +11,8 @@
 2. The month study: ``--trials`` (100) trials, ``--jobs`` (2) workers, the default
    study (net_value, TPE, 3 training seeds, top 5 re-run on 10 selection seeds and
    the winner on 10 reporting seeds, racing on) with the fidelity schedule
-   ``--fidelity`` (0.03,0.1,0.3; synchronous successive halving, reduction factor 3). Wall
+   ``--fidelity`` (0.01,0.03,0.1; synchronous successive halving, reduction factor 3;
+   the fastest of the schedules measured on the 1M slice, see docs/guide.md). Wall
    time and peak RSS (this process and its forked workers).
 3. The first ``--slice`` (1,000,000) tasks: the same study at full fidelity (every
    trial on the whole slice; the default median pruning on replications) and
@@ -198,7 +199,7 @@ def main() -> None:
     ap.add_argument(
         "--fidelity",
         action="append",
-        help="a fidelity schedule (default 0.03,0.1,0.3); repeat it to compare several "
+        help="a fidelity schedule (default 0.01,0.03,0.1); repeat it to compare several "
         "on the slice against one full-fidelity study (the first is the month's)",
     )
     ap.add_argument("--seed", type=int, default=0)
@@ -212,7 +213,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
-    schedules = [parse_fidelity(f) for f in (args.fidelity or ["0.03,0.1,0.3"])]
+    schedules = [parse_fidelity(f) for f in (args.fidelity or ["0.01,0.03,0.1"])]
     fidelity = schedules[0]
     rate = azure_rate() * args.scale
     t0 = time.perf_counter()
