@@ -519,41 +519,34 @@ def _worker(
 UNNAMED_GRACE_S = 10.0
 
 
-def _fail_stale_trials(study: Any, *, grace_s: float = UNNAMED_GRACE_S) -> int:
+def _fail_stale_trials(study: Any) -> int:
     """Mark RUNNING trials whose worker process on this host is gone as FAIL, and
-    RUNNING trials that no worker named within ``grace_s`` of their start (a process
-    killed between creating a trial and naming itself; any host). A young unnamed
-    trial is waited for until it is ``grace_s`` old, then looked at again: without
+    RUNNING trials that no worker named within ``UNNAMED_GRACE_S`` of their start (a
+    process killed between creating a trial and naming itself; any host). A young
+    unnamed trial is waited for until it is that old, then looked at again: without
     that rule such a trial stayed RUNNING through every resume."""
     import optuna
 
     running = (optuna.trial.TrialState.RUNNING,)
     host = socket.gethostname()
-    unnamed = [
-        t for t in study.get_trials(deepcopy=False, states=running) if "worker" not in t.user_attrs
+    ages = [
+        _age_s(t)
+        for t in study.get_trials(deepcopy=False, states=running)
+        if "worker" not in t.user_attrs
     ]
-    if unnamed:
-        ages = [_age_s(t) for t in unnamed]
-        wait = grace_s - min(ages)
-        if wait > 0:
-            time.sleep(wait)
+    if ages and min(ages) < UNNAMED_GRACE_S:
+        time.sleep(UNNAMED_GRACE_S - min(ages))
     n = 0
     for t in study.get_trials(deepcopy=False, states=running):
         worker = t.user_attrs.get("worker")
         if worker is None:
-            if _age_s(t) >= grace_s:
-                study._storage.set_trial_state_values(
-                    t._trial_id, state=optuna.trial.TrialState.FAIL
-                )
-                n += 1
-            continue
-        w_host, _, pid = str(worker).rpartition(":")
-        if w_host != host or not pid.isdigit():
-            continue
-        if _alive(int(pid)):
-            continue
-        study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
-        n += 1
+            stale = _age_s(t) >= UNNAMED_GRACE_S
+        else:
+            w_host, _, pid = str(worker).rpartition(":")
+            stale = w_host == host and pid.isdigit() and not _alive(int(pid))
+        if stale:
+            study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL)
+            n += 1
     return n
 
 
