@@ -385,6 +385,14 @@ def _mills(z: np.ndarray) -> np.ndarray:
     return np.exp(_norm_logpdf(z) - special.log_ndtr(-z))
 
 
+#: The narrowest latency law any family may fit (sd of log latency): 0.3 %. Served
+#: latencies can be that tight (llmperf runs: 2 % around the median); narrower would be a
+#: spike on one value, and a sample of equal values (a fixed error delay) would drive
+#: the fit's scale to 0 and its likelihood to infinity.
+_MIN_SPREAD = 0.003
+_LOG_MIN_SIGMA = math.log(_MIN_SPREAD)
+
+
 class _Family:
     """A distribution family for a positive duration (the base latency)."""
 
@@ -429,14 +437,21 @@ class _Family:
         :meth:`init`)."""
         exact = x[~cens] if (~cens).sum() >= 2 else x
         th0 = self.init(exact) if start is None else np.asarray(start, dtype=float)
+        bounds = self.bounds(th0)
+        if bounds is not None:  # a start outside them would be kept if nothing beat it
+            lo = np.array([-np.inf if b[0] is None else b[0] for b in bounds])
+            hi = np.array([np.inf if b[1] is None else b[1] for b in bounds])
+            th0 = np.clip(th0, lo, hi)
         analytic = self.grad(th0, x[:1], cens[:1]) is not None
 
         def nll(th: np.ndarray) -> Any:
-            v = -float(self.loglik(th, x, cens).sum())
-            v = v if math.isfinite(v) else 1e300
-            if not analytic:
-                return v
-            g = -np.nan_to_num(self.grad(th, x, cens), nan=0.0, posinf=0.0, neginf=0.0)  # type: ignore[arg-type]
+            # Far from the optimum terms overflow; they are floored or zeroed here.
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+                v = -float(self.loglik(th, x, cens).sum())
+                v = v if math.isfinite(v) else 1e300
+                if not analytic:
+                    return v
+                g = -np.nan_to_num(self.grad(th, x, cens), nan=0.0, posinf=0.0, neginf=0.0)  # type: ignore[arg-type]
             return v, g
 
         # A relative tolerance of 1e-9 on a sum of thousands of log-densities is far
@@ -446,7 +461,7 @@ class _Family:
             th0,
             jac=analytic or None,
             method="L-BFGS-B",
-            bounds=self.bounds(th0),
+            bounds=bounds,
             options={"ftol": 1e-9, "maxiter": 400},
         )
         f0 = nll(th0)
@@ -460,18 +475,21 @@ class _LognormalF(_Family):
 
     def init(self, x: np.ndarray) -> np.ndarray:
         lx = np.log(x)
-        return np.array([lx.mean(), math.log(max(lx.std(), 1e-3))])
+        return np.array([lx.mean(), math.log(max(lx.std(), _MIN_SPREAD))])
 
     def logpdf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
         mu, s = th[0], math.exp(th[1])
         lx = np.log(x)
-        return _norm_logpdf((lx - mu) / s) - math.log(s) - lx
+        return _norm_logpdf((lx - mu) / s) - th[1] - lx
 
     def logsf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
         return special.log_ndtr(-(np.log(x) - th[0]) / math.exp(th[1]))
 
     def ppf(self, th: np.ndarray, u: np.ndarray) -> np.ndarray:
         return np.exp(th[0] + math.exp(th[1]) * special.ndtri(u))
+
+    def bounds(self, th: np.ndarray) -> list[tuple[float | None, float | None]]:
+        return [(None, None), (_LOG_MIN_SIGMA, 5.0)]
 
     def grad(self, th: np.ndarray, x: np.ndarray, cens: np.ndarray) -> np.ndarray:
         s = math.exp(th[1])
@@ -487,12 +505,16 @@ class _GammaF(_Family):
 
     def init(self, x: np.ndarray) -> np.ndarray:
         m, v = x.mean(), max(x.var(), 1e-12)
-        k = max(m * m / v, 0.05)
+        k = min(max(m * m / v, 0.05), _MIN_SPREAD**-2)
         return np.array([math.log(k), math.log(m / k)])
 
     def logpdf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
         k, sc = math.exp(th[0]), math.exp(th[1])
-        return (k - 1) * np.log(x) - x / sc - special.gammaln(k) - k * math.log(sc)
+        return (k - 1) * np.log(x) - x / sc - special.gammaln(k) - k * th[1]
+
+    def bounds(self, th: np.ndarray) -> list[tuple[float | None, float | None]]:
+        # shape <= 1 / 0.003**2: a coefficient of variation of at least _MIN_SPREAD
+        return [(-10.0, -2.0 * math.log(_MIN_SPREAD)), (-60.0, 60.0)]
 
     def logsf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
         k, sc = math.exp(th[0]), math.exp(th[1])
@@ -510,13 +532,17 @@ class _WeibullF(_Family):
 
     def init(self, x: np.ndarray) -> np.ndarray:
         lx = np.log(x)
-        k = 1.2825 / max(lx.std(), 1e-3)  # pi / sqrt(6) / sd(log x)
+        k = 1.2825 / max(lx.std(), _MIN_SPREAD)  # pi / sqrt(6) / sd(log x)
         return np.array([math.log(k), lx.mean() + 0.5772 / k])
 
     def logpdf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
-        k, lam = math.exp(th[0]), math.exp(th[1])
+        k = math.exp(th[0])
         lz = np.log(x) - th[1]
-        return math.log(k) - math.log(lam) + (k - 1) * lz - np.exp(k * lz)
+        return th[0] - th[1] + (k - 1) * lz - np.exp(np.minimum(k * lz, 700.0))
+
+    def bounds(self, th: np.ndarray) -> list[tuple[float | None, float | None]]:
+        # shape <= 1.2825 / 0.003: a spread of log x of at least _MIN_SPREAD
+        return [(-10.0, math.log(1.2825 / _MIN_SPREAD)), (-60.0, 60.0)]
 
     def logsf(self, th: np.ndarray, x: np.ndarray) -> np.ndarray:
         return -np.exp(math.exp(th[0]) * (np.log(x) - th[1]))
@@ -532,11 +558,6 @@ class _WeibullF(_Family):
         d_lk = np.where(cens, 0.0, 1.0 + k * lz) - t * k * lz
         d_ll = np.where(cens, 0.0, -k) + t * k
         return np.array([d_lk.sum(), d_ll.sum()])
-
-
-#: The narrowest mixture component (log scale): 0.3 %. Served latencies can be that
-#: tight (llmperf runs: 2 % around the median); narrower would be a spike on one value.
-_LOG_MIN_SIGMA = math.log(0.003)
 
 
 class _MixtureF(_Family):
