@@ -111,8 +111,8 @@ def serve(
         Path | None,
         typer.Option(
             help="Append one attempt record per provider call (retries and fallbacks "
-            "included) to this .ndjson file, in the attempt-record schema that scenario "
-            "calibration reads (`sim calibrate`, coming).",
+            "included) to this .ndjson file, in the attempt-record schema `sim calibrate` "
+            "fits a scenario from.",
         ),
     ] = None,
     key_env: Annotated[
