@@ -7,7 +7,7 @@ proxy with an equivalent two-model fallback config), and this script as the load
 generator (raw keep-alive HTTP/1.1 connections on uvloop, so the generator itself is
 never the limit).
 
-For context, the HTTP stack's floor is measured the same way at 300 req/s: a bare
+For context, the HTTP stack's floor is measured the same way at 100 and 300 req/s: a bare
 Starlette + uvicorn app passing requests through one aiohttp session (no routing): what
 any gateway built on that stack costs here at least (``floor_*`` keys).
 
@@ -100,6 +100,9 @@ LITELLM_KEY = "sk-bench-master-key"
 
 
 RATES = (10, 25, 50, 100, 300, 1000)
+#: The floor's fixed rates: the target's, and a low one (added latency is higher when
+#: requests arrive at an idle process, whatever serves them).
+FLOOR_RATES = (100, 300)
 #: Seconds of one slice of a fixed-rate phase (server and baseline alternate by slice).
 SLICE_S = 2.0
 #: Closed-loop client counts tried for saturation; the best throughput counts.
@@ -748,7 +751,7 @@ def main() -> None:
             floor, fl_port = start_floor(up_port)
             procs.append(floor)
             target = Target("floor", fl_port, "/v1/chat/completions", {}, floor.pid)
-            results["floor"] = _run(measure(target, direct, args.duration, (300,), log))  # type: ignore[assignment]
+            results["floor"] = _run(measure(target, direct, args.duration, FLOOR_RATES, log))  # type: ignore[assignment]
             stop(floor)
 
             python = None
@@ -810,6 +813,8 @@ def main() -> None:
         "litellm_rss_mib": _round(ll.get("rss_mib")) if ll else None,
         "floor_overhead_p50_ms": added("floor", 300, 50),
         "floor_overhead_p99_ms": added("floor", 300, 99),
+        "floor_overhead_p50_ms_100": added("floor", 100, 50),
+        "floor_overhead_p99_ms_100": added("floor", 100, 99),
         "floor_max_rps": round(float(results["floor"]["max_rps"]), 1),  # type: ignore[arg-type]
         "floor_cpu_ms_per_request": _round(results["floor"].get("cpu_ms_per_request")),
     }
