@@ -21,7 +21,9 @@ Measurements in one run:
    calls), as ``bench/policy.py`` does. Every routed task pays at least this plus the
    floor, so ``ratio_ceiling`` = floor_time / (floor_time + policy_time) is the most
    ``ratio_floor`` could be if the world, the driver, SimPy's extra events and the
-   results cost nothing.
+   results cost nothing. Routed, floor and policy alone are timed in alternating rounds,
+   best of ``--repeat`` each (see ``alternated``): the machine's speed drifts within
+   minutes, and a ratio of timings taken minutes apart carried it.
 3. *Memory*: the peak RSS of a 1,000,000-task replay (``replay([trace], out=...)``,
    what ``sim replay`` does, Parquet output included) run in a child process, so the
    figure is its own: ``getrusage(RUSAGE_CHILDREN).ru_maxrss`` after it exits. The
@@ -36,6 +38,12 @@ Measurements in one run:
    machine steadier than wall time, which is reported too), what ``--out`` adds, and
    the time exponent between the smallest and the largest N (log t2/t1 / log N2/N1).
 
+5. *Paired* (``--paired [--with-out]``, alone): the time exponent between the smallest
+   and the largest ``--big-tasks`` with the machine's drift cancelled: the large replay
+   in one child and small replays back to back beside it on the other core (see
+   ``paired_runs``). Its own JSON line: ``{"small_tasks", "big_tasks", "plain":
+   {"big_s", "small_s", "exponent"}, "out": ...}``.
+
 Prints readable lines, then LAST a JSON object::
 
     {"routed_tasks_per_s": ..., "baseline_tasks_per_s": ..., "ratio": ...,
@@ -48,6 +56,7 @@ Targets: ratio_floor >= 0.4 (issue 15); ratio >= 0.5; 1M-task replay < 1 GiB; wi
 
     python bench/sim_throughput.py [--tasks 100000] [--skip-1m] [--profile]
     python bench/sim_throughput.py --skip-1m --big [--big-tasks 1000000,3000000]
+    python bench/sim_throughput.py --paired [--with-out] [--big-tasks 1000000,10000000]
 """
 
 from __future__ import annotations
@@ -66,7 +75,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
@@ -242,19 +251,34 @@ def baseline(tasks: int, seed: int, repeat: int) -> float:
     return min(mmc_baseline(tasks, BASELINE_SERVERS, lam, mu, seed) for _ in range(repeat))
 
 
+def head_of(cols: ReplayColumns, n: int) -> ReplayColumns:
+    """The first ``n`` tasks of ``cols``."""
+    return ReplayColumns(
+        cols.task_ids[:n],
+        cols.arrival_s[:n],
+        cols.task_types[:n],
+        cols.prompt_tokens[:n],
+        cols.completion_tokens[:n],
+    )
+
+
+def alternated(runs: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """Best-of-``repeat`` seconds of each of ``runs``, timed in alternating rounds (one
+    of each per round), so that all of them meet the same drift of the machine."""
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):
+        for name, run in runs.items():
+            best[name] = min(best[name], run())
+    return best
+
+
 def share_for_calls(
     cols: ReplayColumns, config: RouterConfig, calls_per_task: float, seed: int
 ) -> float:
     """The share of wrong answers at which :func:`policy_alone` makes
     ``calls_per_task`` calls a task on the first 5,000 tasks of ``cols`` (bisection:
     more wrong answers, more of each chain walked)."""
-    head = ReplayColumns(
-        cols.task_ids[:5000],
-        cols.arrival_s[:5000],
-        cols.task_types[:5000],
-        cols.prompt_tokens[:5000],
-        cols.completion_tokens[:5000],
-    )
+    head = head_of(cols, 5000)
     lo, hi = 0.0, 1.0
     for _ in range(16):
         f = (lo + hi) / 2
@@ -392,6 +416,12 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true", help="cProfile one routed run")
     ap.add_argument("--big", action="store_true", help="memory and linearity in trace length")
     ap.add_argument("--big-tasks", default="1000000,3000000", help="comma-separated N for --big")
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="only the time exponent, smallest vs largest --big-tasks run side by side",
+    )
+    ap.add_argument("--with-out", action="store_true", help="--paired: also with --out")
     ap.add_argument("--child-replay", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-synth", type=str, default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -401,6 +431,9 @@ def main() -> None:
     if args.child_synth:
         path, n = args.child_synth.rsplit(":", 1)
         write_trace(synthesize(n_tasks=int(n), rate_per_s=RATE_PER_S, seed=args.seed), path)
+        return
+    if args.paired:
+        print(json.dumps(paired_runs(args)))
         return
     child = None if args.skip_1m else spawn_replay_child(args.seed)
     try:
@@ -414,25 +447,40 @@ def main() -> None:
 def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> None:
     """Run the measurements and print the lines, the JSON object last."""
     cols = replay_columns(synthesize(n_tasks=args.tasks, rate_per_s=RATE_PER_S, seed=args.seed))
-    seconds, out = routed(cols, args.seed, args.repeat, args.profile)
+    # One run first (the warm-up, and the calls per task the policy alone must make),
+    # then the routed run, the floor and the policy alone in alternating rounds, best
+    # of --repeat each: the machine's speed drifts by several per cent within minutes,
+    # and a ratio of two timings taken minutes apart carries that drift.
+    _, out = routed(cols, args.seed, 1, args.profile)
+    calls = sum(out.calls)
+    fail_share = share_for_calls(cols, bench_config(), calls / args.tasks, args.seed)
+    best = alternated(
+        {
+            "routed": lambda: routed(cols, args.seed, 1, False)[0],
+            "floor": lambda: floor(list(cols.arrival_s), args.seed, 1),
+            "policy": lambda: policy_alone(cols, bench_config(), fail_share, args.seed, 1)[0],
+        },
+        args.repeat,
+    )
+    seconds, floor_seconds, policy_seconds = best["routed"], best["floor"], best["policy"]
+    policy_calls = policy_alone(cols, bench_config(), fail_share, args.seed, 1)[1]
     s = out.summary
     # Outage periods that began before the last arrival (a shared period is listed once
     # per model of its provider: count it once).
     last_arrival = out.arrays["started_s"].max()
     periods = {(start, end) for _, start, end in out.outages if start < last_arrival}
     routed_rate = args.tasks / seconds
-    calls = sum(out.calls)
     print(
         f"routed:   {args.tasks:,} tasks through 5-model chains in {seconds:.2f} s = "
         f"{routed_rate:,.0f} tasks/s ({calls / args.tasks:.2f} calls/task, "
-        f"{1e6 * seconds / args.tasks:.1f} us/task)"
+        f"{1e6 * seconds / args.tasks:.1f} us/task; best of {args.repeat}, alternated with "
+        f"the floor and the policy alone)"
     )
     print(
         f"          completion {s['completion_rate']:.4f}, fallback {s['fallback_rate']:.4f}, "
         f"breaker trips {s['breaker_trips']}, outage periods during the trace {len(periods)}, "
         f"failed calls {sum(out.failures):,}"
     )
-    floor_seconds = floor(list(cols.arrival_s), args.seed, args.repeat)
     floor_rate = args.tasks / floor_seconds
     print(
         f"floor:    bare SimPy, one process + one timeout per task, same arrivals: "
@@ -440,11 +488,6 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     )
     ratio_floor = routed_rate / floor_rate
     print(f"ratio:    routed / floor = {ratio_floor:.3f} (target >= 0.4)")
-    # As many calls per task as the routed run made (the same chains walked as far).
-    fail_share = share_for_calls(cols, bench_config(), calls / args.tasks, args.seed)
-    policy_seconds, policy_calls = policy_alone(
-        cols, bench_config(), fail_share, args.seed, args.repeat
-    )
     ceiling = floor_seconds / (floor_seconds + policy_seconds)
     print(
         f"policy:   the router's policy alone, same tasks and config, {fail_share:.1%} of "
@@ -454,24 +497,34 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
         f"everything else free = {ceiling:.3f}"
     )
     seed_cols = replay_columns(synthesize(n_tasks=args.tasks, rate_per_s=5.0, seed=args.seed))
-    seed_seconds, seed_out = routed(
-        seed_cols, args.seed, args.repeat, False, config=seed_config_uncapped()
+    _, seed_out = routed(seed_cols, args.seed, 1, False, config=seed_config_uncapped())
+    seed_calls = sum(seed_out.calls) / args.tasks
+    seed_share = share_for_calls(seed_cols, seed_config_uncapped(), seed_calls, args.seed)
+    seed_best = alternated(
+        {
+            "routed": lambda: routed(seed_cols, args.seed, 1, False, seed_config_uncapped())[0],
+            "floor": lambda: floor(list(seed_cols.arrival_s), args.seed, 1),
+            "policy": lambda: policy_alone(
+                seed_cols, seed_config_uncapped(), seed_share, args.seed, 1
+            )[0],
+        },
+        args.repeat,
     )
+    seed_seconds, seed_floor_s, seed_policy_s = (
+        seed_best["routed"],
+        seed_best["floor"],
+        seed_best["policy"],
+    )
+    seed_policy_calls = policy_alone(seed_cols, seed_config_uncapped(), seed_share, args.seed, 1)[1]
     seed_rate = args.tasks / seed_seconds
-    seed_floor_rate = args.tasks / floor(list(seed_cols.arrival_s), args.seed, args.repeat)
+    seed_floor_rate = args.tasks / seed_floor_s
     seed_ratio = seed_rate / seed_floor_rate
     print(
         f"seed:     seed config (cap lifted), 5 tasks/s: {seed_rate:,.0f} tasks/s "
-        f"({sum(seed_out.calls) / args.tasks:.2f} calls/task, completion "
+        f"({seed_calls:.2f} calls/task, completion "
         f"{seed_out.summary['completion_rate']:.4f}); floor {seed_floor_rate:,.0f} tasks/s; "
         f"ratio {seed_ratio:.3f} (target >= 0.4)"
     )
-    seed_calls = sum(seed_out.calls) / args.tasks
-    seed_share = share_for_calls(seed_cols, seed_config_uncapped(), seed_calls, args.seed)
-    seed_policy_s, seed_policy_calls = policy_alone(
-        seed_cols, seed_config_uncapped(), seed_share, args.seed, args.repeat
-    )
-    seed_floor_s = args.tasks / seed_floor_rate
     seed_ceiling = seed_floor_s / (seed_floor_s + seed_policy_s)
     print(
         f"          its policy alone ({seed_policy_calls:.2f} calls/task): "
@@ -522,10 +575,8 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
 
 
 # ------------------------------------------------------------------------------- big
-def _child_run(args: list[str], stdin: str) -> tuple[float, float, str]:
-    """Run this script as a child with ``args``: its own peak RSS (MiB), its CPU
-    seconds (user + system: on a shared machine a steadier figure than wall time) and
-    its stdout."""
+def _start_child(args: list[str], stdin: str) -> subprocess.Popen[str]:
+    """Start this script as a child with ``args`` and give it ``stdin``."""
     child = subprocess.Popen(
         [sys.executable, __file__, *args],
         stdin=subprocess.PIPE,
@@ -533,9 +584,16 @@ def _child_run(args: list[str], stdin: str) -> tuple[float, float, str]:
         stderr=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+    assert child.stdin is not None
     child.stdin.write(stdin)
     child.stdin.close()
+    return child
+
+
+def _finish_child(child: subprocess.Popen[str], args: list[str]) -> tuple[float, float, str]:
+    """Wait for ``child``: its own peak RSS (MiB), its CPU seconds (user + system: on a
+    shared machine a steadier figure than wall time) and its stdout."""
+    assert child.stdout is not None and child.stderr is not None
     stdout = child.stdout.read()
     stderr = child.stderr.read()
     # wait4 gives this child's own rusage (RUSAGE_CHILDREN would be the largest so far).
@@ -544,6 +602,11 @@ def _child_run(args: list[str], stdin: str) -> tuple[float, float, str]:
     if child.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{stderr}")
     return usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, stdout
+
+
+def _child_run(args: list[str], stdin: str) -> tuple[float, float, str]:
+    """Run this script as a child with ``args`` to its end (see :func:`_finish_child`)."""
+    return _finish_child(_start_child(args, stdin), args)
 
 
 def big_runs(args: argparse.Namespace) -> dict[str, Any]:
@@ -591,6 +654,66 @@ def big_runs(args: argparse.Namespace) -> dict[str, Any]:
             f"{result['plain_exponent']:.3f}, with --out {result['out_exponent']:.3f} "
             f"(target <= 1.02)"
         )
+    return result
+
+
+# ------------------------------------------------------------------------- linearity
+def _running(child: subprocess.Popen[str]) -> bool:
+    """Whether ``child`` still runs, without reaping it (its rusage is read later)."""
+    return os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
+def paired_runs(args: argparse.Namespace) -> dict[str, Any]:
+    """The time exponent with the machine's drift cancelled: the large replay runs in
+    one child while, on the other core, small replays run back to back in fresh
+    children for as long as it does. Both sizes then meet the same clock speed, the
+    same memory bandwidth and the same neighbour over the same minutes; the small runs
+    counted are those that ran wholly beside the large one. On this machine a 1M-task
+    replay's CPU time moves by several per cent from one run to the next, which is the
+    size of what the exponent target allows over 1M -> 10M (10**0.02 = 4.7 %)."""
+    sizes = [int(x) for x in args.big_tasks.split(",") if x.strip()]
+    small, big = sizes[0], sizes[-1]
+    startup = min(_child_run(["--child-replay"], "")[1] for _ in range(2))
+    print(f"paired:   child start-up {startup:.2f} s CPU (subtracted below)")
+    result: dict[str, Any] = {"small_tasks": small, "big_tasks": big}
+    labels = ("plain", "out") if args.with_out else ("plain",)
+    with tempfile.TemporaryDirectory(prefix="sim_bench_paired_") as tmp:
+        traces = {}
+        for n in (small, big):
+            traces[n] = Path(tmp) / f"synthetic_{n}.parquet"
+            _child_run(["--child-synth", f"{traces[n]}:{n}", "--seed", str(args.seed)], "")
+        replay_args = ["--child-replay", "--seed", str(args.seed)]
+        for label in labels:
+
+            def out_dir(name: str, label: str = label) -> str:
+                return "-" if label == "plain" else str(Path(tmp) / f"out_{name}")
+
+            big_child = _start_child(replay_args, f"{traces[big]}\n{out_dir('big')}\n")
+            small_s: list[float] = []
+            while _running(big_child):
+                child = _start_child(replay_args, f"{traces[small]}\n{out_dir('small')}\n")
+                _, cpu, _ = _finish_child(child, replay_args)
+                if _running(big_child):  # it ran wholly beside the large replay
+                    small_s.append(round(cpu - startup, 2))
+                shutil.rmtree(Path(tmp) / "out_small", ignore_errors=True)
+            _, big_cpu, _ = _finish_child(big_child, replay_args)
+            shutil.rmtree(Path(tmp) / "out_big", ignore_errors=True)
+            big_s = round(big_cpu - startup, 2)
+            if not small_s:
+                raise RuntimeError("no small replay finished beside the large one")
+            mean_small = sum(small_s) / len(small_s)
+            exponent = math.log(big_s / mean_small) / math.log(big / small)
+            result[label] = {
+                "big_s": big_s,
+                "small_s": small_s,
+                "exponent": round(exponent, 4),
+            }
+            print(
+                f"paired:   {label}: {big:,} tasks {big_s} s CPU ({1e6 * big_s / big:.1f} us/task) "
+                f"beside {len(small_s)} replays of {small:,} tasks, mean {mean_small:.2f} s "
+                f"({1e6 * mean_small / small:.1f} us/task; range {min(small_s)}-{max(small_s)} "
+                f"s): time exponent {exponent:.4f} (target <= 1.02)"
+            )
     return result
 
 
