@@ -361,7 +361,12 @@ def test_live_recording_recovers_the_hidden_truth(tmp_path: Path) -> None:
     whole = calibrate(records, config, seed=21, stalls=stalls)
     sigma = whole.completion.sigma
     assert abs(sigma.value - truth.difficulty.sigma) <= 0.35 * truth.difficulty.sigma, sigma
-    report = validate(records, config, split=0.5, replications=6, seed=21, stalls=stalls)
+    # 20 replications, not 6: the prediction is a median over them, and with 6 it moved
+    # by several per cent from one validation seed to the next on the same recording
+    # (p50 -6.9 % to -3.0 %, cost -5.7 % to -2.1 %; 20: -4.7 % to -2.1 %, -3.5 % to -0.7 %),
+    # which on top of the recording's own timing noise failed the tolerances below in
+    # about a third of the runs (cost -15.5 %; p95 and fallback rate failing).
+    report = validate(records, config, split=0.5, replications=20, seed=21, stalls=stalls)
     got = {m.name: round(m.diff, 4) for m in report.metrics if "." not in m.name}
     got["stalled_tasks"] = report.stalled_tasks
     assert report.stalled_tasks <= 0.1 * (report.test_tasks + report.stalled_tasks), got
