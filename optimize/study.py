@@ -48,6 +48,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -68,6 +69,9 @@ from sim.engine.replays import replay
 from sim.engine.results import SCALAR_KEYS, mean_ci, paired_difference
 from sim.traces.tasks import ReplayColumns
 from sim.world.scenario import Scenario
+
+#: Warnings a resume has to give (logging's last-resort handler prints them on stderr).
+_log = logging.getLogger("optimize")
 
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "gp", "random")
 #: How many seeds one stream holds: streams never overlap while replications,
@@ -529,13 +533,21 @@ def _fail_stale_trials(study: Any) -> int:
 
     running = (optuna.trial.TrialState.RUNNING,)
     host = socket.gethostname()
-    ages = [
-        _age_s(t)
+    ages = {
+        t.number: _age_s(t)
         for t in study.get_trials(deepcopy=False, states=running)
         if "worker" not in t.user_attrs
-    ]
-    if ages and min(ages) < UNNAMED_GRACE_S:
-        time.sleep(UNNAMED_GRACE_S - min(ages))
+    }
+    if ages and min(ages.values()) < UNNAMED_GRACE_S:
+        wait = UNNAMED_GRACE_S - min(ages.values())
+        # Said, so that a resume that sits still for seconds is not taken for a hang.
+        _log.warning(
+            "resume: trial %s is RUNNING and no worker has named it yet; waiting %.1f s "
+            "before failing it as orphaned",
+            ", ".join(f"#{n}" for n, age in sorted(ages.items()) if age < UNNAMED_GRACE_S),
+            wait,
+        )
+        time.sleep(wait)
     n = 0
     for t in study.get_trials(deepcopy=False, states=running):
         worker = t.user_attrs.get("worker")

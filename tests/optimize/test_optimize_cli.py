@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from optimize import PRESETS, open_storage
+from optimize.study import UNNAMED_GRACE_S, _age_s
 from router import load_config, load_seed_config
 from router.live import Router
 
@@ -448,8 +449,11 @@ def test_a_kill_right_after_a_trial_is_created_leaves_nothing_running(
     orphan = study.trials[3]
     assert orphan.state == optuna.trial.TrialState.RUNNING
     assert "worker" not in orphan.user_attrs
+    young = _age_s(orphan) < UNNAMED_GRACE_S - 2.0  # still young when the resume looks
     res = optimize(*args, cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    if young:  # the resume says why it sits still
+        assert "trial #3 is RUNNING and no worker has named it yet; waiting" in res.stderr
     study = optuna.load_study(study_name="routing", storage=open_storage(str(journal)))
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states, states
