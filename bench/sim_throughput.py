@@ -433,6 +433,12 @@ def main() -> None:
         write_trace(synthesize(n_tasks=int(n), rate_per_s=RATE_PER_S, seed=args.seed), path)
         return
     if args.paired:
+        sizes = [int(x) for x in args.big_tasks.split(",") if x.strip()]
+        if len(sizes) < 2 or sizes[0] >= sizes[-1]:
+            ap.error(
+                "--paired: --big-tasks needs a smaller size first, then a larger one; "
+                f"got {args.big_tasks!r}"
+            )
         print(json.dumps(paired_runs(args)))
         return
     child = None if args.skip_1m else spawn_replay_child(args.seed)
@@ -689,14 +695,22 @@ def paired_runs(args: argparse.Namespace) -> dict[str, Any]:
                 return "-" if label == "plain" else str(Path(tmp) / f"out_{name}")
 
             big_child = _start_child(replay_args, f"{traces[big]}\n{out_dir('big')}\n")
+            children = [big_child]
             small_s: list[float] = []
-            while _running(big_child):
-                child = _start_child(replay_args, f"{traces[small]}\n{out_dir('small')}\n")
-                _, cpu, _ = _finish_child(child, replay_args)
-                if _running(big_child):  # it ran wholly beside the large replay
-                    small_s.append(round(cpu - startup, 2))
-                shutil.rmtree(Path(tmp) / "out_small", ignore_errors=True)
-            _, big_cpu, _ = _finish_child(big_child, replay_args)
+            try:
+                while _running(big_child):
+                    child = _start_child(replay_args, f"{traces[small]}\n{out_dir('small')}\n")
+                    children.append(child)
+                    _, cpu, _ = _finish_child(child, replay_args)
+                    if _running(big_child):  # it ran wholly beside the large replay
+                        small_s.append(round(cpu - startup, 2))
+                    shutil.rmtree(Path(tmp) / "out_small", ignore_errors=True)
+                _, big_cpu, _ = _finish_child(big_child, replay_args)
+            finally:  # a failed small replay or Ctrl-C: no replay is left running
+                for c in children:
+                    if c.returncode is None:
+                        c.kill()
+                        c.wait()
             shutil.rmtree(Path(tmp) / "out_big", ignore_errors=True)
             big_s = round(big_cpu - startup, 2)
             if not small_s:

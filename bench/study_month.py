@@ -77,7 +77,7 @@ from sim import (  # noqa: E402
 
 DAY_S = 86_400.0
 sys.path.insert(0, str(ROOT / "bench"))
-from sim_throughput import BASELINE_MEAN_SERVICE_S, floor_run  # noqa: E402
+from sim_throughput import BASELINE_MEAN_SERVICE_S, floor_run, head_of  # noqa: E402
 
 
 def azure_rate() -> float:
@@ -87,23 +87,13 @@ def azure_rate() -> float:
     return len(df) / float(a.max() - a.min())
 
 
-def head(cols: ReplayColumns, n: int) -> ReplayColumns:
-    return ReplayColumns(
-        cols.task_ids[:n],
-        cols.arrival_s[:n],
-        cols.task_types[:n],
-        cols.prompt_tokens[:n],
-        cols.completion_tokens[:n],
-    )
-
-
 def scaled_config(cols: ReplayColumns, days: float):  # noqa: ANN201 - RouterConfig
     """The seed config with its daily cap scaled to the trace (module docstring)."""
     base = load_seed_config()
     lifted = base.model_copy(
         update={"budget": base.budget.model_copy(update={"daily_cap_usd": None})}
     )
-    probe = head(cols, 20_000)
+    probe = head_of(cols, 20_000)
     s = replay(
         traces=[("probe", probe)],
         config=lifted,
@@ -253,7 +243,7 @@ def main() -> None:
         month_s, _ = study("month", cols, base, args, fidelity)
     rss = peak_rss_mib()
 
-    sl = head(cols, min(args.slice, n))
+    sl = head_of(cols, min(args.slice, n))
     del cols
     days_sl = (sl.arrival_s[-1] - sl.arrival_s[0]) / DAY_S if len(sl.task_ids) > 1 else 1.0
     base_sl = scaled_config(sl, max(days_sl, 1e-9))
