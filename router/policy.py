@@ -127,7 +127,7 @@ class _Model:
 
     def estimate(self, prompt_tokens: int, completion_tokens: int) -> float:
         if self.in_price is not None:
-            return prompt_tokens * self.in_price + completion_tokens * self.out_price
+            return prompt_tokens * self.in_price + completion_tokens * self.out_price  # type: ignore
         return self.cost
 
 
@@ -253,13 +253,13 @@ class RoutingPolicy:
         for name, route in config.routes.items():
             stats = []
             for mid in route.chain:
-                st = self.route_stats.get((name, mid))
-                if st is None:
-                    st = RouteStats(
+                found = self.route_stats.get((name, mid))
+                if found is None:
+                    found = RouteStats(
                         _prior(config.model(mid), name, config), q.prior_weight, q.window
                     )
-                    self.route_stats[(name, mid)] = st
-                stats.append(st)
+                    self.route_stats[(name, mid)] = found
+                stats.append(found)
             self._plans[name] = _Plan(name, route, by_id, production, stats)
         self.breaker_count = frozenset(config.breaker.count)
         self._alpha = config.health.ewma_alpha
@@ -316,7 +316,9 @@ class RoutingPolicy:
         """The routing score of each model (of a route's chain by default)."""
         plan = self.plan_for(task_type)
         if models is None:
-            pairs = list(zip(plan.chain, plan.stats, strict=True))
+            pairs: list[tuple[_Model, RouteStats | None]] = list(
+                zip(plan.chain, plan.stats, strict=True)
+            )
         else:
             pairs = []
             for mid in models:
@@ -449,7 +451,7 @@ class TaskRun:
                     est = m.fixed_cost
                     if est is None:
                         # The same expression as _Model.estimate (the floats must not move).
-                        est = pt * m.in_price + task.completion_tokens * m.out_price
+                        est = pt * m.in_price + task.completion_tokens * m.out_price  # type: ignore
                     max_latency = plan.max_latency_s
                     ewma = st.latency_ewma_s
                     if ewma is not None and ewma >= max_latency:
@@ -488,8 +490,8 @@ class TaskRun:
                     elif breaker.state is not _CLOSED and not breaker.allows(now):
                         reason = "breaker_open"
                     else:
-                        hold = policy.ledger.try_reserve(i, est, now, self.task_type)
-                        if hold < 0:
+                        hold_id = policy.ledger.try_reserve(i, est, now, self.task_type)
+                        if hold_id < 0:
                             reason = "budget"
                             policy.ledger.rejections += 1
                         else:
@@ -500,7 +502,7 @@ class TaskRun:
                             self.pending_reserved = est
                             self.pending_started = now
                             self.pending_stats = st
-                            self.pending_hold = hold
+                            self.pending_hold = hold_id
                             # on_call only marks a half-open probe: closed is no probe.
                             self.pending_probe = (
                                 False if breaker.state is _CLOSED else breaker.on_call(now)
@@ -755,7 +757,7 @@ def route_all(
     """
     it = iter(outcomes)
     run = policy.start(task, now)
-    action = run.next_action(now)
+    action: Call | Wait | Finish = run.next_action(now)
     while not isinstance(action, Finish):
         if isinstance(action, Call):
             try:

@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from router._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
     from sim.engine.driver import (
         Simulation,
         Spread,
@@ -41,12 +43,14 @@ if TYPE_CHECKING:
     )
     from sim.engine.results import (
         SCALAR_KEYS,
-        TASK_SCHEMA,
         ResultSink,
         mean_ci,
         paired_difference,
         summarize,
     )
+
+    #: the Arrow schema of tasks.parquet
+    TASK_SCHEMA: pa.Schema
 
 _EXPORTS = {
     "Simulation": "sim.engine.driver",
@@ -64,12 +68,25 @@ _EXPORTS = {
     "trace_key": "sim.engine.replays",
     "ResultSink": "sim.engine.results",
     "SCALAR_KEYS": "sim.engine.results",
-    "TASK_SCHEMA": "sim.engine.results",
     "mean_ci": "sim.engine.results",
     "paired_difference": "sim.engine.results",
     "summarize": "sim.engine.results",
 }
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+_lazy_getattr, _lazy_dir = lazy_exports(__name__, _EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    # TASK_SCHEMA is built on first read, so importing the package imports no pyarrow.
+    if name == "TASK_SCHEMA":
+        from sim.engine.results import task_schema
+
+        return task_schema()
+    return _lazy_getattr(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*_lazy_dir(), "TASK_SCHEMA"})
+
 
 __all__ = [
     "OutputDirError",

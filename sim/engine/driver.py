@@ -62,7 +62,7 @@ import math
 import random
 from collections.abc import Callable
 from heapq import heappop
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import simpy
 
@@ -109,7 +109,7 @@ class _Timer:
 
     __slots__ = ("callbacks",)
     #: what Environment.step checks after the callbacks (a timer never fails)
-    _ok = True
+    _ok: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.callbacks: list[Callable[[Any], None]] | None = None
@@ -157,7 +157,7 @@ class _ReplicaLink:
                 breaker.listener = self._breaker_hook(r, i)
             policy.ledger.observer = self._hold_hook(r)
 
-    def _send(self, origin: int, deliver: Callable[[RoutingPolicy, float], None]) -> None:
+    def _send(self, origin: int, deliver: Callable[[RoutingPolicy, float], object]) -> None:
         others = [p for j, p in enumerate(self.policies) if j != origin]
         if self.delay <= 0.0:
             now = self.env.now
@@ -230,7 +230,7 @@ class _ReplicaLink:
             if (
                 holder != r
                 and at + d <= now  # type: ignore[operator]
-                and (ended is None or ended + d > now)  # type: ignore[operator]
+                and (ended is None or ended + d > now)
                 and now - at < timeout  # type: ignore[operator]
             ):
                 return "breaker_open"
@@ -305,6 +305,24 @@ class Simulation:
         self.calls = [0] * n
         self.failures = [0] * n
         self.spend = [0.0] * n
+        # The run's state (set by :meth:`run`; declared here, with their types, for
+        # the compiled build, whose classes have no attributes they do not declare).
+        self._cols: ReplayColumns | None = None
+        self._n_tasks = 0
+        self._next = 0
+        self._lo = 0
+        # (the trace's values exactly as its columns give them: no conversion)
+        self._ids: list[Any] = []
+        self._at: list[Any] = []
+        self._types: list[Any] = []
+        self._pts: list[Any] = []
+        self._cts: list[Any] = []
+        self._intern: dict[str, str] = {}
+        self._orig: list[Any] | None = None
+        self._single = False
+        self._arrive_callbacks: list[Callable[[Any], None]] = []
+        self._schedule: Callable[..., Any] = self.env.schedule
+        self._queue: list[Any] = self.env._queue
 
     # -- arrivals and tasks ---------------------------------------------------------
     # A task is not a SimPy process: it is a small state machine (:class:`_Job`) whose
@@ -318,7 +336,7 @@ class Simulation:
     # which is when :meth:`_arrive` now starts the tasks; nothing waited on its end. A
     # task whose route yields no call (budget, no candidate) finishes within its
     # arrival step, with no event at all.
-    def _arrive(self, _event: simpy.Event | None = None) -> None:
+    def _arrive(self, _event: object = None) -> None:
         """Start every task arriving now (ties, in trace order), after scheduling the
         next arrival; the trace is turned into Python objects one chunk at a time."""
         env = self.env
@@ -346,7 +364,7 @@ class Simulation:
                         self.sink.add(action.result)
                     else:
                         w = i if self._orig is None else self._orig[j]
-                        _Job(self, w, task, run, 0)._call(action, now)
+                        _Job(self, w, task, run, 0)._call(action, now)  # type: ignore[arg-type]
                     return
         starting: list[tuple[int, int, Task]] = []
         while i < self._n_tasks:
@@ -383,7 +401,7 @@ class Simulation:
                 if type(action) is Finish:
                     self.sink.add(action.result)
                 else:
-                    _Job(self, w, task, run, 0)._call(action, now)
+                    _Job(self, w, task, run, 0)._call(action, now)  # type: ignore[arg-type]
             return
         for i, w, task in starting:
             if n == 1:
@@ -399,6 +417,7 @@ class Simulation:
         # Only _CHUNK tasks' Python objects exist at once, whatever the trace's length
         # (its columns may be compact arrays); task types are interned.
         cols = self._cols
+        assert cols is not None  # set by run()
         hi = min(lo + _CHUNK, self._n_tasks)
         intern = self._intern
         self._lo = lo
@@ -418,7 +437,8 @@ class Simulation:
             return
         job = _Job(self, index, task, run, replica)
         if self.link is None:
-            job._call(action, now)  # a first action is never a Wait; no admission to ask
+            # a first action is never a Wait; no admission to ask
+            job._call(action, now)  # type: ignore[arg-type]
         else:
             job.drive(action, now)
 
@@ -445,16 +465,16 @@ class Simulation:
         self._n_tasks = len(cols.task_ids)
         self._next = 0
         self._lo = 0
-        self._ids: list[str] = []
-        self._at: list[float] = []
-        self._intern: dict[str, str] = {}
-        self._orig: list[int] | None = None
+        self._ids = []
+        self._at = []
+        self._intern = {}
+        self._orig = None
         # _arrive's fast path: one replica and no progress callback
         self._single = len(self.policies) == 1 and self.progress is None
         # The arrival timer's callback list, made once: Environment.step only iterates a
         # fired event's list (after taking it off the event), so one list serves them all.
         # (It refers back to this object: dropped after the run, so no cycle outlives it.)
-        self._arrive_callbacks: list[Callable[[Any], None]] = [self._arrive]
+        self._arrive_callbacks = [self._arrive]
         # Scheduling goes through env.schedule as looked up now (one bound method for
         # the run; a test may wrap it to count the events).
         self._schedule = self.env.schedule
@@ -465,7 +485,6 @@ class Simulation:
         try:
             self._loop()
         finally:
-            self._schedule = None  # type: ignore[assignment]
             self._cols = None
             self._ids = self._at = self._types = self._pts = self._cts = []
             self._arrive_callbacks = []
@@ -483,7 +502,7 @@ class Simulation:
         SimPy's ``StopSimulation`` is raised only by an ``until`` this run has none of.
         """
         env = self.env
-        queue = env._queue
+        queue: list[Any] = env._queue
         pop = heappop
         job = _Job
         timer = self._arrival_timer
@@ -541,7 +560,7 @@ class _Job:
         self.replica = replica
         self.slot: simpy.Event | None = None
 
-    def drive(self, action: Call | Finish | Any, now: float) -> None:
+    def drive(self, action: Any, now: float) -> None:
         """Carry out ``action`` and what follows until the task must wait or is done."""
         sim = self.sim
         run = self.run
@@ -581,7 +600,7 @@ class _Job:
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")  # as env.timeout would
         self.then = then
-        self.sim._schedule(self, _NORMAL, delay)  # type: ignore[arg-type]
+        self.sim._schedule(self, _NORMAL, delay)
 
     def _waited(self, now: float) -> None:
         self.drive(self.run.next_action(now), now)
@@ -651,13 +670,14 @@ class _Job:
         self.kind = kind
         # _after(service, _Job._answered), inlined: the path of nearly every call
         self.then = _Job._answered
-        sim._schedule(self, _NORMAL, service)  # type: ignore[arg-type]
+        sim._schedule(self, _NORMAL, service)
 
     def _queued(self, _event: simpy.Event) -> None:
         slot = self.slot
+        assert slot is not None  # set by _call when the call queued
         self.slot = None
         now = self.sim.env.now
-        if not slot.triggered:  # type: ignore[union-attr]
+        if not slot.triggered:
             self.site.queue.remove(slot)
             self.sim.failures[self.m] += 1
             self._resume(Outcome(_SILENT, self.timeout, 0.0), now)
@@ -670,7 +690,11 @@ class _Job:
         # 4. the answer
         task = self.task
         kind, service = self.site.answer(
-            self.index, self.attempt, task.task_type, task.prompt_tokens, task.completion_tokens
+            self.index,
+            self.attempt,
+            task.task_type,  # type: ignore[arg-type]
+            task.prompt_tokens,
+            task.completion_tokens,
         )
         if service >= left:
             self._after(left if left > 0 else 0.0, _Job._too_slow)

@@ -37,9 +37,10 @@ import math
 from array import array
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+from mypy_extensions import mypyc_attr
 
 from router import TaskResult
 
@@ -103,13 +104,6 @@ def _piece_schema() -> pa.Schema:
     return pa.schema([f for f in schema if f.name not in ("trace", "replication", "seed")])
 
 
-def __getattr__(name: str) -> Any:
-    # TASK_SCHEMA stays importable by name without importing pyarrow with the module.
-    if name == "TASK_SCHEMA":
-        return task_schema()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 #: Why a failed task failed (TaskResult.error); index 0 is "succeeded".
 ERRORS: tuple[str, ...] = (
     "",
@@ -166,6 +160,7 @@ SCALAR_KEYS: tuple[str, ...] = (
 )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # replays and validation extend it
 class ResultSink:
     """Collects finished tasks of one run; optionally streams them to Parquet.
 
@@ -177,11 +172,11 @@ class ResultSink:
     of it to walk.
     """
 
-    CHUNK = 65_536
+    CHUNK: ClassVar[int] = 65_536
     #: Buffered records are turned from Python values into Arrow columns every PIECE
     #: tasks: a whole chunk's Python values held ~50 MiB, and turning them into a
     #: table at once added as much again at every write.
-    PIECE = 8_192
+    PIECE: ClassVar[int] = 8_192
 
     def __init__(
         self,
@@ -697,7 +692,7 @@ def combine(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     """Paired comparison of B − A over the same seeds: mean diff and its 95% CI."""
     d = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
-    m, h = mean_ci(d)
+    m, h = mean_ci(d)  # type: ignore[arg-type]
     return {
         "a": _f(float(np.mean(a))),
         "b": _f(float(np.mean(b))),

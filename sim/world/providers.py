@@ -147,7 +147,7 @@ class OutageTimeline:
 
     def __init__(self, key: str, spec: OutageSpec, seed: int, horizon_s: float) -> None:
         assert spec.time_between is not None and spec.duration is not None
-        self.key = key
+        self.key: str = key
         self.mode: OutageMode = spec.mode
         self._up: _Dist = spec.time_between
         self._down: _Dist = spec.duration
@@ -155,9 +155,11 @@ class OutageTimeline:
         self.ends: list[float] = []
         h = stable_key(key)
         start_rng = np.random.default_rng([seed, _TAG_OUTAGE_START, h])
-        self._rng = np.random.default_rng([seed, _TAG_OUTAGE_CYCLES, h])
+        self._rng: np.random.Generator = np.random.default_rng([seed, _TAG_OUTAGE_CYCLES, h])
         mean_up, mean_down = self._up.mean(), self._down.mean()
         self._first_up: float | None = None
+        #: the timeline is exact for every t < covered_until
+        self.covered_until: float
         if start_rng.random() < mean_down / (mean_up + mean_down):
             # Opens inside an outage: its remaining length is the duration's residual.
             rest = float(self._down.sample_residual(start_rng, 1)[0])
@@ -281,7 +283,8 @@ class _ModelRuntime:
             # drawn per attempt, which widens each block to 5 values per task.
             self.per_completion = 0.0
             self.per_prompt = 0.0
-            for name, dist in (("out", lat.per_output_token_s), ("in", lat.per_input_token_s)):
+            sizes = (("out", lat.per_output_token_s), ("in", lat.per_input_token_s))
+            for name, dist in sizes:
                 if dist is None:
                     continue
                 if dist.dist == "fixed":

@@ -192,8 +192,14 @@ class LognormalMixtureLatency(LognormalMixture, _TokenTerms):
     latency) plus size terms."""
 
 
+# Each field type below is a pydantic union built at runtime, which type checkers (and
+# the compiled build's mypyc, which trusts annotations) cannot read: statically it is
+# Any (pydantic checks the values).
 #: A time to first token (``dist`` defaults to lognormal, as a flat latency's does).
-FirstToken = distribution_union(_DIST_CLASSES, default="lognormal")
+if TYPE_CHECKING:
+    FirstToken = Any
+else:
+    FirstToken = distribution_union(_DIST_CLASSES, default="lognormal")
 
 
 def _seconds_per_token(value: Any) -> Any:
@@ -208,15 +214,18 @@ def _seconds_per_token(value: Any) -> Any:
 
 
 #: Seconds per token: a number (a constant) or a distribution, drawn once per attempt.
-TokenTime = Annotated[
-    distribution_union(_DIST_CLASSES, default="lognormal"),
-    BeforeValidator(
-        _seconds_per_token,
-        json_schema_input_type=Union[  # noqa: UP007 - a runtime type expression
-            NonNegativeFloat, distribution_union(_DIST_CLASSES, default="lognormal")
-        ],
-    ),
-]
+if TYPE_CHECKING:
+    TokenTime = Any
+else:
+    TokenTime = Annotated[
+        distribution_union(_DIST_CLASSES, default="lognormal"),
+        BeforeValidator(
+            _seconds_per_token,
+            json_schema_input_type=Union[  # noqa: UP007 - a runtime type expression
+                NonNegativeFloat, distribution_union(_DIST_CLASSES, default="lognormal")
+            ],
+        ),
+    ]
 
 
 class TokenLatency(BaseModel):
@@ -233,9 +242,9 @@ class TokenLatency(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ttft: FirstToken  # type: ignore[valid-type]
-    per_output_token_s: TokenTime | None = None  # type: ignore[valid-type]
-    per_input_token_s: TokenTime | None = None  # type: ignore[valid-type]
+    ttft: FirstToken
+    per_output_token_s: TokenTime | None = None
+    per_input_token_s: TokenTime | None = None
 
     def expected_s(self, prompt_tokens: int, completion_tokens: int) -> float:
         """Mean latency of an answer of this size."""
@@ -271,17 +280,26 @@ def _latency_tag(value: Any) -> str | None:
 
 
 #: A model's latency: a flat distribution plus size terms, or the token form.
-Latency = Annotated[
-    Union[  # noqa: UP007 - members are Annotated with their tags
-        tuple(Annotated[cls, Tag(tag)] for tag, cls in _FLAT_LATENCY.items())
-        + (Annotated[TokenLatency, Tag("tokens")],)
-    ],
-    Discriminator(_latency_tag),
-]
+if TYPE_CHECKING:
+    Latency = Any
+else:
+    Latency = Annotated[
+        Union[  # noqa: UP007 - members are Annotated with their tags
+            tuple(Annotated[cls, Tag(tag)] for tag, cls in _FLAT_LATENCY.items())
+            + (Annotated[TokenLatency, Tag("tokens")],)
+        ],
+        Discriminator(_latency_tag),
+    ]
 #: Up-time between outages (``dist`` defaults to exponential: a Poisson incident stream).
-TimeBetween = distribution_union(_DIST_CLASSES, default="exponential")
+if TYPE_CHECKING:
+    TimeBetween = Any
+else:
+    TimeBetween = distribution_union(_DIST_CLASSES, default="exponential")
 #: Outage length (``dist`` defaults to lognormal: heavy-tailed incident durations).
-Duration = distribution_union(_DIST_CLASSES, default="lognormal")
+if TYPE_CHECKING:
+    Duration = Any
+else:
+    Duration = distribution_union(_DIST_CLASSES, default="lognormal")
 
 
 # ------------------------------------------------------------------------- outage
@@ -299,8 +317,8 @@ class OutageSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     shared: bool = False
-    time_between: TimeBetween | None = None  # type: ignore[valid-type]
-    duration: Duration | None = None  # type: ignore[valid-type]
+    time_between: TimeBetween | None = None
+    duration: Duration | None = None
     mode: Literal["fail_fast", "hang"] = "fail_fast"
 
     @model_validator(mode="after")
@@ -462,7 +480,7 @@ class ModelSpec(BaseModel):
 
     provider: Annotated[str, Field(min_length=1)]
     completion: CompletionSpec
-    latency: Latency  # type: ignore[valid-type]
+    latency: Latency
     context_window: Annotated[int, Field(gt=0)] | None = Field(
         default=None,
         description=(
