@@ -12,6 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from router._lazy import lazy_exports
+from router.native import install as _install_native
+
+# Compiled or pure-Python hot modules, decided before the first of them is imported.
+_install_native()
 
 if TYPE_CHECKING:
     from router.breaker import BreakerState, CircuitBreaker
