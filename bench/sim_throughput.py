@@ -46,7 +46,8 @@ Measurements in one run:
 
 Prints readable lines, then LAST a JSON object::
 
-    {"routed_tasks_per_s": ..., "baseline_tasks_per_s": ..., "ratio": ...,
+    {"build": "compiled" or "pure (why)", "routed_tasks_per_s": ...,
+     "baseline_tasks_per_s": ..., "ratio": ...,
      "floor_tasks_per_s": ..., "ratio_floor": ..., "seed_routed_tasks_per_s": ...,
      "seed_ratio_floor": ..., "policy_us_per_task": ..., "ratio_ceiling": ...,
      "peak_rss_mib_1m": ..., "big": {...} or null}
@@ -90,6 +91,7 @@ from router import (
     RoutingPolicy,
     Task,
     config_from_dict,
+    native,
     seed_config_path,
 )
 from sim.engine.replays import RunOutput, replay, run_trace
@@ -477,6 +479,9 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     periods = {(start, end) for _, start, end in out.outages if start < last_arrival}
     routed_rate = args.tasks / seconds
     print(
+        f"build:    {native.build()} (router.native; COSTROUTE_PURE=1 runs the pure-Python modules)"
+    )
+    print(
         f"routed:   {args.tasks:,} tasks through 5-model chains in {seconds:.2f} s = "
         f"{routed_rate:,.0f} tasks/s ({calls / args.tasks:.2f} calls/task, "
         f"{1e6 * seconds / args.tasks:.1f} us/task; best of {args.repeat}, alternated with "
@@ -563,6 +568,7 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     print(
         json.dumps(
             {
+                "build": native.build(),
                 "routed_tasks_per_s": round(routed_rate, 1),
                 "baseline_tasks_per_s": round(base_rate, 1),
                 "ratio": round(ratio, 4),

@@ -34,7 +34,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -57,8 +57,8 @@ MODULES: tuple[str, ...] = (
 )
 #: The group's shared library (``router/_native__mypyc.cpython-…so``).
 GROUP = "router._native"
-#: Written by ``setup.py`` beside this file: the SHA-256 of each module's source as
-#: compiled.
+#: Written by ``setup.py`` beside this file once every extension is built: the SHA-256
+#: of each module's source as compiled.
 MANIFEST = "_native.json"
 #: The environment variable that forces the pure-Python modules.
 PURE_ENV = "COSTROUTE_PURE"
@@ -86,14 +86,16 @@ def extension_path(module: str, root: Path = _ROOT) -> Path | None:
     return None
 
 
-def write_manifest(root: Path = _ROOT, modules: Sequence[str] = MODULES) -> Path:
-    """Record the digest of every module's source (``setup.py``, before compiling)."""
-    target = root / "router" / MANIFEST
-    digests = {m: source_digest(source_path(m, root)) for m in modules}
-    tmp = target.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(target)
-    return target
+def digests(root: Path = _ROOT, modules: Sequence[str] = MODULES) -> dict[str, str]:
+    """The digest of every module's source under ``root``."""
+    return {m: source_digest(source_path(m, root)) for m in modules}
+
+
+def write_manifest(path: Path, recorded: Mapping[str, str]) -> None:
+    """Write the digests of the compiled sources to ``path`` (whole, or not at all)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(dict(recorded), indent=1, sort_keys=True) + "\n", "utf-8")
+    tmp.replace(path)
 
 
 def check(root: Path = _ROOT, modules: Sequence[str] = MODULES) -> tuple[bool, str]:

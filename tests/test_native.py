@@ -29,7 +29,7 @@ def _tree(root: Path, *, compiled: tuple[str, ...] = MODULES) -> None:
     for m in compiled:
         src = native.source_path(m, root)
         src.with_name(src.stem + SUFFIX).write_bytes(b"\x7fELF")
-    native.write_manifest(root, MODULES)
+    native.write_manifest(root / "router" / native.MANIFEST, native.digests(root, MODULES))
 
 
 def test_a_complete_fresh_build_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable
-from heapq import heappop
+from heapq import heappop, heappush
 from typing import Any, ClassVar, Literal
 
 import simpy
@@ -299,9 +299,15 @@ class Simulation:
             self.first_token_s.append(ep.first_token_timeout_s if ep is not None else None)
             self.slow_kind.append(_TIMEOUT if ep is not None and ep.stream else _SILENT)
         self._arrival_timer = _Timer()
-        #: per model: USD of an answered call of a size (World.cost, bound per model)
-        self.costs = [world.cost_function(i) for i in range(len(ids))]
         n = len(ids)
+        # Per model, the prices an answered call costs (see _cost).
+        self._per_mtok: list[tuple[float, float] | None] = []
+        self._per_task: list[float] = []
+        for i in range(n):
+            rate_in, rate_out, per_task = world.prices(i)
+            both = rate_in is not None and rate_out is not None
+            self._per_mtok.append((rate_in, rate_out) if both else None)
+            self._per_task.append(per_task)
         self.calls = [0] * n
         self.failures = [0] * n
         self.spend = [0.0] * n
@@ -323,6 +329,8 @@ class Simulation:
         self._arrive_callbacks: list[Callable[[Any], None]] = []
         self._schedule: Callable[..., Any] = self.env.schedule
         self._queue: list[Any] = self.env._queue
+        self._eid: Any = self.env._eid
+        self._direct = False
 
     # -- arrivals and tasks ---------------------------------------------------------
     # A task is not a SimPy process: it is a small state machine (:class:`_Job`) whose
@@ -448,6 +456,14 @@ class Simulation:
         if slot is not None:
             slot.succeed()  # hand our slot over; in_use stays the same
 
+    def _cost(self, m: int, prompt_tokens: Any, completion_tokens: Any) -> float:
+        """USD of an answered call of model ``m``: the scenario's ``ModelSpec.cost``
+        (the same expression, so the same floats), without a call into it."""
+        rates = self._per_mtok[m]
+        if rates is not None:
+            return (prompt_tokens * rates[0] + completion_tokens * rates[1]) / 1e6
+        return self._per_task[m]
+
     # -- running -------------------------------------------------------------------
     @property
     def breaker_trips(self) -> int:
@@ -476,9 +492,15 @@ class Simulation:
         # (It refers back to this object: dropped after the run, so no cycle outlives it.)
         self._arrive_callbacks = [self._arrive]
         # Scheduling goes through env.schedule as looked up now (one bound method for
-        # the run; a test may wrap it to count the events).
-        self._schedule = self.env.schedule
-        self._queue = self.env._queue
+        # the run; a test may wrap it to count the events); when it is SimPy's own, its
+        # one statement is done here instead (see _Job._after).
+        env = self.env
+        self._schedule = env.schedule
+        self._queue = env._queue
+        self._eid = env._eid
+        self._direct = (
+            "schedule" not in vars(env) and type(env).schedule is simpy.Environment.schedule
+        )
         first = self.env.event()
         first.callbacks.append(self._arrive)
         first.succeed()
@@ -600,7 +622,13 @@ class _Job:
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")  # as env.timeout would
         self.then = then
-        self.sim._schedule(self, _NORMAL, delay)
+        sim = self.sim
+        if sim._direct:
+            # Environment.schedule's statement (the same queue entry, one call less)
+            env = sim.env
+            heappush(sim._queue, (env._now + delay, _NORMAL, next(sim._eid), self))
+        else:
+            sim._schedule(self, _NORMAL, delay)
 
     def _waited(self, now: float) -> None:
         self.drive(self.run.next_action(now), now)
@@ -670,7 +698,11 @@ class _Job:
         self.kind = kind
         # _after(service, _Job._answered), inlined: the path of nearly every call
         self.then = _Job._answered
-        sim._schedule(self, _NORMAL, service)
+        if sim._direct:
+            env = sim.env
+            heappush(sim._queue, (env._now + service, _NORMAL, next(sim._eid), self))
+        else:
+            sim._schedule(self, _NORMAL, service)
 
     def _queued(self, _event: simpy.Event) -> None:
         slot = self.slot
@@ -725,7 +757,7 @@ class _Job:
         # run.record(Outcome(kind, latency, cost), now), without the Outcome
         if kind == "ok":
             task = self.task
-            cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
+            cost = sim._cost(m, task.prompt_tokens, task.completion_tokens)
             sim.spend[m] += cost
             action = self.run.record_kind(_OK, latency, cost, None, now)
         else:
@@ -736,7 +768,7 @@ class _Job:
                 action = self.run.record_kind(_CONTEXT, latency, 0.0, None, now)
             else:
                 task = self.task
-                cost = sim.costs[m](task.prompt_tokens, task.completion_tokens)
+                cost = sim._cost(m, task.prompt_tokens, task.completion_tokens)
                 sim.spend[m] += cost
                 action = self.run.record_kind(
                     _MALFORMED if kind == "malformed" else _VALIDATION, latency, cost, None, now

@@ -452,6 +452,13 @@ class World:
         """USD of one answered call of this size (:meth:`sim.world.scenario.ModelSpec.cost`)."""
         return self._rt[model_index].spec.cost(prompt_tokens, completion_tokens)
 
+    def prices(self, model_index: int) -> tuple[float | None, float | None, float]:
+        """``(input_per_mtok, output_per_mtok, per_task)`` of one model: what :meth:`cost`
+        computes from (per-token prices when both are set, else the per-task price, 0
+        when there is none)."""
+        spec = self._rt[model_index].spec
+        return spec.input_per_mtok, spec.output_per_mtok, spec.cost_per_task or 0.0
+
     def cost_function(self, model_index: int) -> Callable[[int, int], float]:
         """:meth:`cost` of one model as a function of ``(prompt_tokens,
         completion_tokens)`` (the spec's own method: one call less per answer)."""
