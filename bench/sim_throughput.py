@@ -478,9 +478,7 @@ def report(args: argparse.Namespace, child: subprocess.Popen[str] | None) -> Non
     last_arrival = out.arrays["started_s"].max()
     periods = {(start, end) for _, start, end in out.outages if start < last_arrival}
     routed_rate = args.tasks / seconds
-    print(
-        f"build:    {native.build()} (router.native; COSTROUTE_PURE=1 runs the pure-Python modules)"
-    )
+    print(f"build:    {native.build()}")
     print(
         f"routed:   {args.tasks:,} tasks through 5-model chains in {seconds:.2f} s = "
         f"{routed_rate:,.0f} tasks/s ({calls / args.tasks:.2f} calls/task, "
