@@ -13,7 +13,9 @@
    the winner on 10 reporting seeds, racing on) with the fidelity schedule
    ``--fidelity`` (0.01,0.03,0.1; synchronous successive halving, reduction factor 3;
    the fastest of the schedules measured on the 1M slice, see docs/guide.md). Wall
-   time and peak RSS (this process and its forked workers).
+   time and peak RSS (this process and its forked workers). ``--replications``,
+   ``--holdout-replications`` and ``--top-k`` change the protocol (for every study
+   here); ``--month-only`` stops after the month study.
 3. The first ``--slice`` (1,000,000) tasks: the same study at full fidelity (every
    trial on the whole slice; the default median pruning on replications) and
    multi-fidelity, the same trial budget and workers. ``mf_speedup_1m`` is the
@@ -159,6 +161,7 @@ def study(name: str, cols: ReplayColumns, base, args: argparse.Namespace, fideli
             trials=args.trials,
             jobs=args.jobs,
             seed=args.seed,
+            replications=args.replications,
             holdout_replications=args.holdout_replications,
             top_k=args.top_k,
             fidelity=fidelity,
@@ -193,10 +196,19 @@ def main() -> None:
         "on the slice against one full-fidelity study (the first is the month's)",
     )
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--replications",
+        type=int,
+        default=StudySettings.replications,
+        help="training seeds per trial (the study's default)",
+    )
     ap.add_argument("--holdout-replications", type=int, default=10)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument(
         "--skip-month", action="store_true", help="only the slice comparison (month_* null)"
+    )
+    ap.add_argument(
+        "--month-only", action="store_true", help="only the month study (the slice's keys null)"
     )
     ap.add_argument(
         "--bound-only", action="store_true", help="print the month study's lower bound and stop"
@@ -222,7 +234,7 @@ def main() -> None:
         args.trials,
         fidelity,
         3,
-        StudySettings.replications,  # the default the studies below use
+        args.replications,
         args.holdout_replications,
         args.top_k,
     )
@@ -242,6 +254,27 @@ def main() -> None:
     if not args.skip_month:
         month_s, _ = study("month", cols, base, args, fidelity)
     rss = peak_rss_mib()
+    if args.month_only:
+        print(
+            json.dumps(
+                {
+                    "month_study_s": None if month_s is None else round(month_s, 1),
+                    "month_floor_bound_s": round(bound_s, 1),
+                    "month_tasks": n,
+                    "peak_rss_mib": round(rss, 1),
+                    "mf_speedup_1m": None,
+                    "mf_vs_full_netvalue_diff": None,
+                    "mf_vs_full_ci_low": None,
+                    "trials": args.trials,
+                    "jobs": args.jobs,
+                    "replications": args.replications,
+                    "holdout_replications": args.holdout_replications,
+                    "top_k": args.top_k,
+                    "fidelity": list(fidelity),
+                }
+            )
+        )
+        return
 
     sl = head_of(cols, min(args.slice, n))
     del cols
