@@ -75,7 +75,10 @@ def _version(value: bool) -> None:
             text = version("costroute")
         except PackageNotFoundError:  # running from a source tree that is not installed
             text = "unknown (not installed)"
-        sys.stdout.write(f"sim (costroute) {text}\n")
+        from router import native
+
+        # which modules run: the compiled ones, or the Python sources and why
+        sys.stdout.write(f"sim (costroute) {text}, {native.build()}\n")
         raise typer.Exit()
 
 

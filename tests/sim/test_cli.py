@@ -172,9 +172,12 @@ def test_usage_errors_are_one_line_too(small_trace: Path) -> None:
 def test_version() -> None:
     from importlib.metadata import version
 
+    from router import native
+
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0
-    assert res.output == f"sim (costroute) {version('costroute')}\n"
+    assert res.output == f"sim (costroute) {version('costroute')}, {native.build()}\n"
+    assert native.build() == "compiled" or native.build().startswith("pure (")
 
 
 def test_boolean_options_are_flags_with_a_negative() -> None:
