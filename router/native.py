@@ -149,11 +149,9 @@ def install() -> None:
     _decided = (usable, why)
     if usable:
         return
-    loaded = [m for m in MODULES if m in sys.modules]
-    if loaded:  # too late to choose (imported before router/sim): leave them be
-        return
+    # router/__init__ calls this first, so none of MODULES is imported yet.
     sys.meta_path.insert(0, _PureFinder(MODULES))
-    if why not in ("not compiled",) and not why.startswith(PURE_ENV):
+    if why != "not compiled" and not why.startswith(PURE_ENV):
         warnings.warn(
             f"costroute: {why}; running the pure-Python modules (same results, slower). "
             f"Rebuild the compiled ones with `pip install -e .`, or set {PURE_ENV}=1 "
@@ -166,14 +164,11 @@ def compiled() -> bool:
     """Whether this process runs the compiled modules."""
     install()
     assert _decided is not None
-    if not _decided[0]:
-        return False
-    module = sys.modules.get("router.policy")
-    return module is None or not str(getattr(module, "__file__", "")).endswith(".py")
+    return _decided[0]
 
 
 def build() -> str:
     """``"compiled"`` or ``"pure (why)"``: what this process runs, for reports."""
     install()
     assert _decided is not None
-    return "compiled" if compiled() else f"pure ({_decided[1]})"
+    return "compiled" if _decided[0] else f"pure ({_decided[1]})"

@@ -693,16 +693,8 @@ class _Job:
         if service >= timeout:  # nothing queued: all of the timeout is left
             self._after(timeout if timeout > 0 else 0.0, _Job._too_slow)
             return
-        if service < 0:
-            raise ValueError(f"Negative delay {service}")  # as env.timeout would
         self.kind = kind
-        # _after(service, _Job._answered), inlined: the path of nearly every call
-        self.then = _Job._answered
-        if sim._direct:
-            env = sim.env
-            heappush(sim._queue, (env._now + service, _NORMAL, next(sim._eid), self))
-        else:
-            sim._schedule(self, _NORMAL, service)
+        self._after(service, _Job._answered)
 
     def _queued(self, _event: simpy.Event) -> None:
         slot = self.slot

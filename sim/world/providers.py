@@ -74,7 +74,7 @@ import math
 import zlib
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -458,11 +458,6 @@ class World:
         when there is none)."""
         spec = self._rt[model_index].spec
         return spec.input_per_mtok, spec.output_per_mtok, spec.cost_per_task or 0.0
-
-    def cost_function(self, model_index: int) -> Callable[[int, int], float]:
-        """:meth:`cost` of one model as a function of ``(prompt_tokens,
-        completion_tokens)`` (the spec's own method: one call less per answer)."""
-        return self._rt[model_index].spec.cost
 
     def completion_probability(self, model_index: int, task_type: str) -> float:
         """This seed's marginal completion probability for ``task_type``: the scenario's
