@@ -214,6 +214,9 @@ def main() -> None:
         "--bound-only", action="store_true", help="print the month study's lower bound and stop"
     )
     args = ap.parse_args()
+    for name in ("trials", "jobs", "replications", "holdout_replications", "top_k"):
+        if getattr(args, name) < 1:  # a one-line refusal (exit 2), not a traceback mid-run
+            ap.error(f"--{name.replace('_', '-')}: expected an integer >= 1")
     warnings.filterwarnings("ignore")
     schedules = [parse_fidelity(f) for f in (args.fidelity or ["0.01,0.03,0.1"])]
     fidelity = schedules[0]
